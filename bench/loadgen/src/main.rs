@@ -1,0 +1,959 @@
+//! nbgate's benchmark tools (bench/run.sh): what wrk cannot do.
+//!
+//! * `upstream`     — the fast static upstream baked into `nbgate/bench-static`: any
+//!                    path → small JSON, `…/big` → 1 MiB, WebSocket upgrade → echo.
+//! * `ws-sessions`  — WebSocket sessions/s (upgrade, one message, close).
+//! * `ws-echo`      — echo latency at a fixed message rate with N connections open.
+//! * `ws-idle`      — RSS of a process before/after N idle WebSocket connections, in rounds.
+//! * `http-rate`    — fixed-rate HTTP load (open loop), latency from the intended send time.
+//! * `ready`        — (optionally run a command, then) poll `<base>api/kernels` until 200,
+//!                    start a kernel and open its WebSocket; times each step.
+//! * `visit`        — nbgate ephemeral login (`GET /` → 302 + cookie) then `ready`, N at once.
+//! * `hub-signup` / `hub-login` — the JupyterHub + NativeAuthenticator flow, N at once.
+//!
+//! Every command prints one JSON object on stdout. Loops are bounded by count and time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "nbgate benchmark tools; each prints one JSON object")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Extra request header `Name: value` (repeatable): Cookie, Origin, Authorization…
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Static upstream: JSON on any path, 1 MiB on …/big, WebSocket echo on upgrade.
+    Upstream {
+        #[arg(long, default_value = "0.0.0.0:8888")]
+        listen: SocketAddr,
+    },
+    /// WebSocket sessions/s: connect + upgrade, send one message, read the echo, close.
+    WsSessions {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// Echo latency: open N connections, then send `rate` messages/s spread over them.
+    WsEcho {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+    },
+    /// RSS of --pid (summed with --pid-extra) before/after opening N idle WebSockets, in rounds.
+    WsIdle {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Process whose VmRSS is read (the proxy under test); repeatable (summed).
+        #[arg(long = "pid", required = true)]
+        pids: Vec<u32>,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds to let the process settle before each RSS reading.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+    },
+    /// Fixed-rate HTTP GET load; latency measured from each request's intended start.
+    HttpRate {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+    },
+    /// Optionally run --exec (timed), then wait until <base>api/kernels answers 200,
+    /// then (with --kernel) start a kernel and open its channels WebSocket.
+    Ready {
+        /// Base URL of the notebook server, ending in `/`, e.g. http://127.0.0.1:9000/user/x/
+        #[arg(long)]
+        base: String,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        exec: Option<String>,
+        #[arg(long)]
+        kernel: bool,
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// nbgate ephemeral visits: N at once, each `GET /` → 302 (cookie) → ready (+kernel).
+    Visit {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        #[arg(long)]
+        kernel: bool,
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// JupyterHub NativeAuthenticator sign-up of each user (open_signup).
+    HubSignup {
+        #[arg(long)]
+        hub: String,
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        #[arg(long)]
+        password: String,
+    },
+    /// JupyterHub: N users at once: POST /hub/login → GET /hub/spawn → ready (+kernel),
+    /// the notebook API reached through the hub's proxy with --token (a service token).
+    HubLogin {
+        #[arg(long)]
+        hub: String,
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        kernel: bool,
+        #[arg(long, default_value_t = 180.0)]
+        timeout: f64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    raise_nofile();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rt = if matches!(cli.cmd, Cmd::Upstream { .. }) {
+        // One core's worth of upstream, like nginx with one worker.
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+    };
+    let out = rt.block_on(run(cli.cmd))?;
+    println!("{out}");
+    Ok(())
+}
+
+async fn run(cmd: Cmd) -> Result<Value> {
+    match cmd {
+        Cmd::Upstream { listen } => upstream(listen).await.map(|_| Value::Null),
+        Cmd::WsSessions { url, common, concurrency, duration } => {
+            ws_sessions(&url, &parse_headers(&common.headers)?, concurrency, duration).await
+        }
+        Cmd::WsEcho { url, common, conns, rate, duration, warmup } => {
+            ws_echo(&url, &parse_headers(&common.headers)?, conns, rate, duration, warmup).await
+        }
+        Cmd::WsIdle { url, common, conns, pids, rounds, settle } => {
+            ws_idle(&url, &parse_headers(&common.headers)?, conns, &pids, rounds, settle).await
+        }
+        Cmd::HttpRate { url, common, rate, duration, conns } => {
+            http_rate(&url, &parse_headers(&common.headers)?, rate, duration, conns).await
+        }
+        Cmd::Ready { base, common, exec, kernel, timeout } => {
+            let t0 = Instant::now();
+            let mut steps = serde_json::Map::new();
+            if let Some(cmd) = exec {
+                let st = tokio::process::Command::new("sh").arg("-c").arg(&cmd).status().await?;
+                if !st.success() {
+                    bail!("--exec failed: {st}");
+                }
+                steps.insert("exec_ms".into(), json!(ms(t0.elapsed())));
+            }
+            let client = http_client(8);
+            let hdrs = parse_headers(&common.headers)?;
+            let deadline = t0 + Duration::from_secs_f64(timeout);
+            let r = notebook_ready(&client, &base, &hdrs, kernel, t0, deadline).await?;
+            steps.extend(r.as_object().cloned().unwrap_or_default());
+            Ok(Value::Object(steps))
+        }
+        Cmd::Visit { gateway, n, kernel, timeout } => visit(&gateway, n, kernel, timeout).await,
+        Cmd::HubSignup { hub, users, password } => hub_signup(&hub, &users, &password).await,
+        Cmd::HubLogin { hub, users, password, token, kernel, timeout } => {
+            hub_login(&hub, &users, &password, &token, kernel, timeout).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn raise_nofile() {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn parse_headers(list: &[String]) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for h in list {
+        let (k, v) = h.split_once(':').with_context(|| format!("header {h:?}: expected `Name: value`"))?;
+        map.append(HeaderName::from_bytes(k.trim().as_bytes())?, HeaderValue::from_str(v.trim())?);
+    }
+    Ok(map)
+}
+
+/// Latency summary in milliseconds from microsecond samples.
+fn summary(mut us: Vec<u64>) -> Value {
+    if us.is_empty() {
+        return json!({"count": 0});
+    }
+    us.sort_unstable();
+    let q = |p: f64| {
+        let i = ((p * us.len() as f64).ceil() as usize).clamp(1, us.len()) - 1;
+        us[i] as f64 / 1e3
+    };
+    let mean = us.iter().sum::<u64>() as f64 / us.len() as f64 / 1e3;
+    json!({"count": us.len(), "mean_ms": mean, "p50_ms": q(0.50), "p90_ms": q(0.90),
+           "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": q(1.0)})
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("pid {pid}"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))
+}
+
+type WsConn = WebSocketStream<TcpStream>;
+
+/// Small buffers: thousands of idle connections must not cost 128 KiB each
+/// (tungstenite's default read buffer), neither here nor in the upstream.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+async fn ws_connect(url: &str, headers: &HeaderMap) -> Result<WsConn> {
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().append(k, v.clone());
+    }
+    let uri = req.uri().clone();
+    let host = uri.host().context("url without host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        bail!("upgrade answered {}", resp.status());
+    }
+    Ok(ws)
+}
+
+/// Wait for the next data frame (skipping pings/pongs).
+async fn ws_recv(ws: &mut WsConn) -> Result<Message> {
+    loop {
+        match ws.next().await {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
+            Some(Ok(Message::Close(_))) | None => bail!("closed"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+async fn ws_close(mut ws: WsConn) {
+    if ws.close(None).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------- upstream
+
+static SMALL: &[u8] = br#"{"connections":0,"kernels":0,"last_activity":"2026-01-01T00:00:00.000000Z","started":"2026-01-01T00:00:00.000000Z"}"#;
+
+async fn upstream(listen: SocketAddr) -> Result<()> {
+    let big = Bytes::from(vec![b'x'; 1 << 20]);
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("upstream listening on {listen}");
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let big = big.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| upstream_handle(req, big.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let is_ws = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_ws {
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            return Ok(Response::builder().status(400).body(Full::new(Bytes::new())).unwrap());
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        tokio::spawn(async move {
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(ws_config())).await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(_) | Message::Binary(_) => {
+                            if ws.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                        Message::Close(_) => break, // tungstenite answers the close itself
+                        _ => {}
+                    }
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    // Drain a request body, if any.
+    let path_is_big = req.uri().path().ends_with("/big");
+    let _ = req.into_body().collect().await;
+    let body = if path_is_big { big } else { Bytes::from_static(SMALL) };
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap())
+}
+
+// ---------------------------------------------------------------- WebSocket figures
+
+async fn ws_sessions(url: &str, headers: &HeaderMap, concurrency: usize, duration: f64) -> Result<Value> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(duration);
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(tokio::sync::Mutex::new(None::<String>));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (url, headers, errors, first_error) =
+            (url.to_string(), headers.clone(), errors.clone(), first_error.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let one = async {
+                    let mut ws = ws_connect(&url, &headers).await?;
+                    ws.send(Message::Text("hello".into())).await?;
+                    ws_recv(&mut ws).await?;
+                    ws_close(ws).await;
+                    Ok::<_, anyhow::Error>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(10), one).await {
+                    Ok(Ok(())) => lat.push(t.elapsed().as_micros() as u64),
+                    Ok(Err(e)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().await.get_or_insert(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().await.get_or_insert("timeout".into());
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = all.len();
+    Ok(json!({
+        "sessions": ok, "errors": errors.load(Ordering::Relaxed), "first_error": *first_error.lock().await,
+        "seconds": elapsed, "sessions_per_s": ok as f64 / elapsed, "session_latency": summary(all),
+        "concurrency": concurrency,
+    }))
+}
+
+/// Open `n` connections, at most `parallel` handshakes at a time.
+async fn open_many(url: &str, headers: &HeaderMap, n: usize, parallel: usize) -> (Vec<WsConn>, u64, Option<String>) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (url, headers, sem) = (url.to_string(), headers.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await;
+            tokio::time::timeout(Duration::from_secs(20), ws_connect(&url, &headers))
+                .await
+                .map_err(|_| anyhow!("timeout"))
+                .and_then(|r| r)
+        }));
+    }
+    let (mut conns, mut errors, mut first) = (Vec::with_capacity(n), 0, None);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(ws)) => conns.push(ws),
+            Ok(Err(e)) => {
+                errors += 1;
+                first.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                errors += 1;
+                first.get_or_insert(e.to_string());
+            }
+        }
+    }
+    (conns, errors, first)
+}
+
+async fn ws_echo(url: &str, headers: &HeaderMap, n: usize, rate: f64, duration: f64, warmup: f64) -> Result<Value> {
+    let t_open = Instant::now();
+    let (conns, open_errors, first_open_error) = open_many(url, headers, n, 100).await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    if conns.is_empty() {
+        bail!("no connection opened: {}", first_open_error.unwrap_or_default());
+    }
+    let open = conns.len();
+    let period = Duration::from_secs_f64(open as f64 / rate);
+    let start = Instant::now() + Duration::from_millis(200);
+    let measure_from = start + Duration::from_secs_f64(warmup);
+    let end = measure_from + Duration::from_secs_f64(duration);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(open);
+    for (i, mut ws) in conns.into_iter().enumerate() {
+        let errors = errors.clone();
+        // Spread the connections' phases evenly over one period.
+        let phase = period.mul_f64(i as f64 / open as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut intended = start + phase;
+            let payload = "x".repeat(64);
+            while intended < end {
+                tokio::time::sleep_until(intended.into()).await;
+                let r = tokio::time::timeout(Duration::from_secs(10), async {
+                    ws.send(Message::Text(payload.clone().into())).await?;
+                    ws_recv(&mut ws).await
+                })
+                .await;
+                match r {
+                    Ok(Ok(_)) => {
+                        if intended >= measure_from {
+                            lat.push(intended.elapsed().as_micros() as u64);
+                        }
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                intended += period;
+            }
+            ws_close(ws).await;
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    Ok(json!({
+        "open": open, "open_errors": open_errors, "first_open_error": first_open_error, "open_seconds": open_s,
+        "rate": rate, "seconds": duration, "errors": errors.load(Ordering::Relaxed),
+        "achieved_rate": all.len() as f64 / duration, "echo_latency": summary(all),
+    }))
+}
+
+async fn ws_idle(url: &str, headers: &HeaderMap, n: usize, pids: &[u32], rounds: usize, settle: f64) -> Result<Value> {
+    let rss = || -> Result<u64> { pids.iter().map(|p| rss_kib(*p)).sum() };
+    let settle = Duration::from_secs_f64(settle);
+    tokio::time::sleep(settle).await;
+    let base = rss()?;
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        let t = Instant::now();
+        let (mut conns, errors, first_error) = open_many(url, headers, n, 200).await;
+        let open_s = t.elapsed().as_secs_f64();
+        tokio::time::sleep(settle).await;
+        let rss_open = rss()?;
+        // Every connection must still be alive: one echo each.
+        let mut alive = 0usize;
+        for ws in conns.iter_mut() {
+            let ok = tokio::time::timeout(Duration::from_secs(5), async {
+                ws.send(Message::Text("ping".into())).await?;
+                ws_recv(ws).await
+            })
+            .await;
+            if matches!(ok, Ok(Ok(_))) {
+                alive += 1;
+            }
+        }
+        let opened = conns.len();
+        // Close politely, a few hundred at a time.
+        let mut closing = Vec::new();
+        for ws in conns.drain(..) {
+            closing.push(tokio::spawn(ws_close(ws)));
+            if closing.len() >= 500 {
+                for c in closing.drain(..) {
+                    let _ = c.await;
+                }
+            }
+        }
+        for c in closing {
+            let _ = c.await;
+        }
+        tokio::time::sleep(settle).await;
+        let rss_closed = rss()?;
+        let per_conn = if opened > 0 { (rss_open as f64 - base as f64) * 1024.0 / opened as f64 } else { 0.0 };
+        out.push(json!({
+            "round": round + 1, "opened": opened, "open_errors": errors, "first_error": first_error,
+            "alive": alive, "open_seconds": open_s, "rss_open_kib": rss_open, "rss_closed_kib": rss_closed,
+            "bytes_per_conn": per_conn,
+        }));
+    }
+    let first_closed = out.first().and_then(|r| r["rss_closed_kib"].as_u64()).unwrap_or(0);
+    let last_closed = out.last().and_then(|r| r["rss_closed_kib"].as_u64()).unwrap_or(0);
+    Ok(json!({
+        "conns": n, "rss_base_kib": base, "rounds": out,
+        "bytes_per_conn": out.first().map(|r| r["bytes_per_conn"].clone()).unwrap_or(Value::Null),
+        "soak_growth_kib": last_closed as i64 - first_closed as i64,
+    }))
+}
+
+// ---------------------------------------------------------------- HTTP
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client(max_idle: usize) -> HttpClient {
+    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(max_idle).build(conn)
+}
+
+async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, conns: usize) -> Result<Value> {
+    let client = http_client(conns);
+    let uri: http::Uri = url.parse()?;
+    // Warm the connection pool a little (not measured).
+    for _ in 0..conns.min(8) {
+        let _ = send(&client, Method::GET, &uri.to_string(), headers, Bytes::new()).await;
+    }
+    let total = (rate * duration).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let sem = Arc::new(tokio::sync::Semaphore::new(conns));
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let intended = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(intended.into()).await;
+        let (client, uri, headers, sem) = (client.clone(), uri.clone(), headers.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let mut req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+            *req.headers_mut() = headers;
+            let r = tokio::time::timeout(Duration::from_secs(10), async {
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                resp.into_body().collect().await?;
+                Ok::<_, anyhow::Error>(status)
+            })
+            .await;
+            match r {
+                Ok(Ok(s)) if s.is_success() => Ok(intended.elapsed().as_micros() as u64),
+                Ok(Ok(s)) => Err(format!("status {s}")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timeout".into()),
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let (mut errors, mut first_error) = (0u64, None);
+    for t in tasks {
+        match t.await? {
+            Ok(us) => lat.push(us),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "rate": rate, "requests": total, "errors": errors, "first_error": first_error,
+        "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat), "conns": conns,
+    }))
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn send(client: &HttpClient, method: Method, url: &str, headers: &HeaderMap, body: Bytes) -> Result<Resp> {
+    let mut req = Request::builder().method(method).uri(url).body(Full::new(body))?;
+    for (k, v) in headers {
+        req.headers_mut().append(k, v.clone());
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| anyhow!("timeout: {url}"))??;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Resp { status: parts.status, headers: parts.headers, body })
+}
+
+/// Cookies as a browser would keep them (name → value), enough for these flows.
+#[derive(Default, Clone)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(http::header::SET_COOKIE) {
+            if let Some((nv, _)) = v.to_str().ok().map(|s| s.split_once(';').unwrap_or((s, ""))) {
+                if let Some((n, v)) = nv.split_once('=') {
+                    self.0.insert(n.trim().to_string(), v.trim().to_string());
+                }
+            }
+        }
+    }
+    fn header(&self) -> Option<HeaderValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let s = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        HeaderValue::from_str(&s).ok()
+    }
+    fn apply(&self, h: &mut HeaderMap) {
+        if let Some(v) = self.header() {
+            h.insert(http::header::COOKIE, v);
+        }
+    }
+}
+
+/// Poll `<base>api/kernels` until 200; then optionally start a kernel and open its
+/// channels WebSocket. Times are milliseconds since `t0`.
+async fn notebook_ready(
+    client: &HttpClient,
+    base: &str,
+    headers: &HeaderMap,
+    kernel: bool,
+    t0: Instant,
+    deadline: Instant,
+) -> Result<Value> {
+    let api = format!("{base}api/kernels");
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let last = match send(client, Method::GET, &api, headers, Bytes::new()).await {
+            Ok(r) if r.status == StatusCode::OK => break,
+            Ok(r) => format!("status {}", r.status),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("{api} not ready before the deadline (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api_ms = ms(t0.elapsed());
+    let mut out = json!({"api_kernels_ms": api_ms, "polls": polls});
+    if kernel {
+        let mut h = headers.clone();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let r = send(client, Method::POST, &api, &h, Bytes::from_static(br#"{"name":"python3"}"#)).await?;
+        if !r.status.is_success() {
+            bail!("POST {api}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+        let k: Value = serde_json::from_slice(&r.body)?;
+        let id = k["id"].as_str().context("kernel without id")?.to_string();
+        out["kernel_started_ms"] = json!(ms(t0.elapsed()));
+        let ws_url = format!("{}api/kernels/{id}/channels", base.replacen("http://", "ws://", 1));
+        let ws = ws_connect(&ws_url, headers).await.with_context(|| format!("kernel WebSocket {ws_url}"))?;
+        out["kernel_ws_ms"] = json!(ms(t0.elapsed()));
+        drop(ws);
+        // Leave the server as we found it.
+        let _ = send(client, Method::DELETE, &format!("{api}/{id}"), headers, Bytes::new()).await;
+    }
+    Ok(out)
+}
+
+fn burst_summary(results: Vec<Result<Value>>, t_all: Duration, key: &str) -> Value {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    let mut usable: Vec<f64> = ok.iter().filter_map(|v| v[key].as_f64()).collect();
+    usable.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut logins: Vec<f64> = ok.iter().filter_map(|v| v["login_ms"].as_f64()).collect();
+    logins.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = |v: &Vec<f64>| if v.is_empty() { Value::Null } else { json!(v[v.len() / 2]) };
+    let all_api = ok.iter().filter_map(|v| v["api_kernels_ms"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    json!({
+        "n": ok.len() + errors.len(), "ok": ok.len(), "errors": errors.len(), "error_list": errors,
+        "all_usable_ms": usable.last(), "median_usable_ms": med(&usable), "usable_key": key,
+        "all_api_kernels_ms": all_api,
+        "last_login_ms": logins.last(), "median_login_ms": med(&logins),
+        "logins_per_s": logins.last().map(|l| ok.len() as f64 / (l / 1e3)),
+        "wall_ms": ms(t_all), "each": ok,
+    })
+}
+
+// ---------------------------------------------------------------- nbgate visits
+
+async fn visit(gateway: &str, n: usize, kernel: bool, timeout: f64) -> Result<Value> {
+    let gateway = gateway.trim_end_matches('/').to_string();
+    let client = http_client(4 * n.max(1));
+    let t_all = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (client, gateway) = (client.clone(), gateway.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs_f64(timeout);
+            // Like a browser: a "please wait" page (Retry-After / Refresh) is followed
+            // until the deadline; anything else that is not a redirect is an error.
+            let mut waits = 0u32;
+            let mut jar = Jar::default();
+            let r = loop {
+                let mut h = HeaderMap::new();
+                jar.apply(&mut h);
+                let r = send(&client, Method::GET, &format!("{gateway}/"), &h, Bytes::new()).await?;
+                jar.take(&r.headers);
+                if r.status.is_redirection() {
+                    break r;
+                }
+                let retry = r
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .or_else(|| r.headers.get("refresh"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(';').next())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match retry {
+                    Some(secs) if Instant::now() + Duration::from_secs(secs) < deadline => {
+                        waits += 1;
+                        tokio::time::sleep(Duration::from_secs(secs.clamp(1, 10))).await;
+                    }
+                    _ => bail!("GET / answered {} (expected a redirect into /user/<slot>/)", r.status),
+                }
+            };
+            let loc = r.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let path = loc.strip_prefix(&gateway).unwrap_or(&loc);
+            let slot = path
+                .strip_prefix("/user/")
+                .and_then(|p| p.split('/').next())
+                .filter(|s| !s.is_empty())
+                .with_context(|| format!("GET / redirected to {loc:?}, not /user/<slot>/…"))?
+                .to_string();
+            if jar.0.is_empty() {
+                bail!("GET / set no cookie");
+            }
+            let login_ms = ms(t0.elapsed());
+            let mut h = HeaderMap::new();
+            jar.apply(&mut h);
+            h.insert(http::header::ORIGIN, HeaderValue::from_str(&gateway)?);
+            let base = format!("{gateway}/user/{slot}/");
+            let mut v = notebook_ready(&client, &base, &h, kernel, t0, deadline).await?;
+            v["login_ms"] = json!(login_ms);
+            v["waited_pages"] = json!(waits);
+            v["slot"] = json!(slot);
+            v["cookie"] = json!(jar.header().and_then(|h| h.to_str().ok().map(str::to_string)));
+            Ok(v)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.map_err(anyhow::Error::from).and_then(|r| r));
+    }
+    Ok(burst_summary(results, t_all.elapsed(), if kernel { "kernel_ws_ms" } else { "api_kernels_ms" }))
+}
+
+// ---------------------------------------------------------------- JupyterHub
+
+fn xsrf_field(html: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(html);
+    let i = s.find("name=\"_xsrf\"")?;
+    let rest = &s[i..];
+    let v = rest.find("value=\"")? + 7;
+    let end = rest[v..].find('"')?;
+    Some(rest[v..v + end].to_string())
+}
+
+fn form(fields: &[(&str, &str)]) -> Bytes {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    Bytes::from(fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&"))
+}
+
+/// GET a form page and return (jar with its cookies, its _xsrf field).
+async fn get_form(client: &HttpClient, url: &str, jar: &mut Jar) -> Result<String> {
+    let mut h = HeaderMap::new();
+    jar.apply(&mut h);
+    let r = send(client, Method::GET, url, &h, Bytes::new()).await?;
+    jar.take(&r.headers);
+    if !r.status.is_success() {
+        bail!("GET {url}: {}", r.status);
+    }
+    xsrf_field(&r.body).with_context(|| format!("no _xsrf field in {url}"))
+}
+
+async fn post_form(client: &HttpClient, url: &str, jar: &mut Jar, origin: &str, body: Bytes) -> Result<Resp> {
+    let mut h = HeaderMap::new();
+    jar.apply(&mut h);
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    h.insert(http::header::ORIGIN, HeaderValue::from_str(origin)?);
+    h.insert(http::header::REFERER, HeaderValue::from_str(url)?);
+    let r = send(client, Method::POST, url, &h, body).await?;
+    jar.take(&r.headers);
+    Ok(r)
+}
+
+async fn hub_signup(hub: &str, users: &[String], password: &str) -> Result<Value> {
+    let hub = hub.trim_end_matches('/');
+    let client = http_client(4);
+    let mut done = Vec::new();
+    for u in users {
+        let mut jar = Jar::default();
+        let url = format!("{hub}/hub/signup");
+        let xsrf = get_form(&client, &url, &mut jar).await?;
+        let r = post_form(
+            &client,
+            &url,
+            &mut jar,
+            hub,
+            form(&[("username", u), ("signup_password", password), ("signup_password_confirmation", password), ("_xsrf", &xsrf)]),
+        )
+        .await?;
+        let body = String::from_utf8_lossy(&r.body);
+        // NativeAuthenticator answers 200 either way; success is its "alert-success" box.
+        if !(r.status.is_redirection() || (r.status.is_success() && body.contains("alert-success"))) {
+            let msg = body.find("role=\"alert\"").map(|i| &body[i..]).unwrap_or(&body);
+            bail!("signup of {u}: {} {}", r.status, msg.chars().take(300).collect::<String>());
+        }
+        done.push(u.clone());
+    }
+    Ok(json!({"signed_up": done}))
+}
+
+async fn hub_login(hub: &str, users: &[String], password: &str, token: &str, kernel: bool, timeout: f64) -> Result<Value> {
+    let hub = hub.trim_end_matches('/').to_string();
+    let client = http_client(4 * users.len().max(1));
+    // Fetch every login form first (not timed: the browser has the page open).
+    let mut prepared = Vec::new();
+    for u in users {
+        let mut jar = Jar::default();
+        let xsrf = get_form(&client, &format!("{hub}/hub/login"), &mut jar).await?;
+        prepared.push((u.clone(), jar, xsrf));
+    }
+    let t_all = Instant::now();
+    let mut tasks = Vec::new();
+    for (u, mut jar, xsrf) in prepared {
+        let (client, hub, password, token) = (client.clone(), hub.clone(), password.to_string(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs_f64(timeout);
+            let url = format!("{hub}/hub/login");
+            let r = post_form(&client, &url, &mut jar, &hub, form(&[("username", &u), ("password", &password), ("_xsrf", &xsrf)])).await?;
+            if !r.status.is_redirection() {
+                bail!("login of {u}: {} {}", r.status, String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>());
+            }
+            let login_ms = ms(t0.elapsed());
+            // What the browser does next: /hub/spawn starts the server.
+            let mut h = HeaderMap::new();
+            jar.apply(&mut h);
+            let r = send(&client, Method::GET, &format!("{hub}/hub/spawn"), &h, Bytes::new()).await?;
+            if !(r.status.is_redirection() || r.status.is_success()) {
+                bail!("GET /hub/spawn for {u}: {}", r.status);
+            }
+            let spawn_ms = ms(t0.elapsed());
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("token {token}"))?);
+            let base = format!("{hub}/user/{u}/");
+            let mut v = notebook_ready(&client, &base, &h, kernel, t0, deadline).await?;
+            v["login_ms"] = json!(login_ms);
+            v["spawn_requested_ms"] = json!(spawn_ms);
+            v["user"] = json!(u);
+            Ok(v)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.map_err(anyhow::Error::from).and_then(|r| r));
+    }
+    Ok(burst_summary(results, t_all.elapsed(), if kernel { "kernel_ws_ms" } else { "api_kernels_ms" }))
+}

@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""Turn one `make bench` run (bench/out/<run>/) into bench/report.md and bench/report.json.
+
+Usage: report.py OUT_DIR REPORT_MD REPORT_JSON
+
+Inputs: results.jsonl (one measurement a line: figure, upstream, peer, metric, value),
+notes.jsonl (figure, text) and meta.json (date, host, versions, settings).
+Every figure is the median of the runs; ratios are of medians measured in this run.
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+out_dir, md_path, json_path = sys.argv[1:4]
+
+
+def load_lines(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+results = load_lines(f"{out_dir}/results.jsonl")
+notes = load_lines(f"{out_dir}/notes.jsonl")
+with open(f"{out_dir}/meta.json") as f:
+    meta = json.load(f)
+
+by = defaultdict(list)  # (figure, upstream, peer, metric) -> [values]
+for r in results:
+    by[(r["figure"], r["upstream"], r["peer"], r["metric"])].append(r["value"])
+
+
+def med(values):
+    vals = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def dig(v, *path):
+    for p in path:
+        if isinstance(v, dict):
+            v = v.get(p)
+        elif isinstance(v, list) and isinstance(p, int) and -len(v) <= p < len(v):
+            v = v[p]
+        else:
+            return None
+    return v
+
+
+def m(fig, up, peer, metric, *path):
+    """Median over runs of one field; also the list of run values."""
+    vals = [dig(v, *path) for v in by.get((fig, up, peer, metric), [])]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return (statistics.median(vals) if vals else None), vals
+
+
+def ratio(a, b):
+    return a / b if (a is not None and b not in (None, 0)) else None
+
+
+def fmt(v, digits=None):
+    """Numbers for humans: thousands separators, fewer decimals as values grow."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if digits is not None:
+        return f"{v:,.{digits}f}"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+report = {
+    "date": meta.get("date"), "run": meta.get("run"), "host": meta.get("host"),
+    "versions": meta.get("versions"), "settings": meta.get("settings"),
+    "figures": {}, "notes": notes,
+}
+md = []
+P = md.append
+
+TITLES = {
+    "1": "HTTP proxy throughput (wrk, requests/s)",
+    "2": "Added latency at a fixed rate (ms)",
+    "3": "WebSocket",
+    "4": "Route scale",
+    "5": "Login → usable notebook (ms)",
+    "6": "Login burst",
+    "7": "Footprint",
+}
+PEERS = ["direct", "nginx", "chp", "nbgate"]
+
+
+def new_fig(n):
+    fig = {"title": TITLES[n], "rows": [], "ratios": [], "notes": [x["text"] for x in notes if x["figure"] == n]}
+    report["figures"][n] = fig
+    return fig
+
+
+def add_ratio(fig, name, value, goal=None, ok=None):
+    fig["ratios"].append({"name": name, "value": value, "goal": goal, "pass": ok})
+
+
+def ratio_lines(fig):
+    for r in fig["ratios"]:
+        mark = "" if r["pass"] is None else (" ✅" if r["pass"] else " ❌")
+        goal = f" (goal {r['goal']})" if r["goal"] else ""
+        P(f"- {r['name']}: **{fmt(r['value'])}**{goal}{mark}")
+    for n in fig["notes"]:
+        P(f"- _{n}_")
+    P("")
+
+
+def check(v, op, bound):
+    if v is None:
+        return None
+    return v >= bound if op == ">=" else v <= bound
+
+
+host = meta.get("host", {})
+P("# nbgate benchmark report")
+P("")
+P(f"Run `{meta.get('run')}` on {meta.get('date')} — {host.get('cores')} cores ({host.get('cpu')}), "
+  f"{host.get('memory')}, kernel {host.get('kernel')}. Settings: {json.dumps(meta.get('settings'))}.")
+P("")
+P("Every number is the median of the runs in this one run; ratios compare medians measured side by side. "
+  "Proxy under test pinned to core 1 (`taskset -c 1`), load generator, upstream container and its docker-proxy "
+  "on core 0. Method and caveats: `bench/README.md`.")
+P("")
+P("Versions: " + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items() if v))
+P("")
+na = sorted({x["text"] for x in notes if x["text"].startswith("nbgate: not measurable yet")})
+if na:
+    P("**nbgate could not be measured in part of this run:**")
+    for t in na:
+        P(f"- {t}")
+    P("")
+
+# ---------------------------------------------------------------- 1
+fig = new_fig("1")
+P(f"## 1. {TITLES['1']}")
+P("")
+P("| upstream | " + " | ".join(PEERS) + " | proxied ÷ direct (best) |")
+P("|---|" + "---|" * (len(PEERS) + 1))
+rps = {}
+cpu_eff = {}  # (upstream, peer) -> requests per CPU-second of the proxy process
+for up in ["static-small", "static-1MiB", "jupyter"]:
+    cells = []
+    for p in PEERS:
+        v, runs = m("1", up, p, "wrk", "rps")
+        p99, _ = m("1", up, p, "wrk", "p99_ms")
+        rps[(up, p)] = v
+        if v is not None:
+            fig["rows"].append({"upstream": up, "peer": p, "rps": v, "p99_ms": p99, "runs": runs})
+        cells.append(f"{fmt(v)} (p99 {fmt(p99)} ms)" if v is not None else "—")
+    best = max([rps[(up, p)] for p in PEERS[1:] if rps.get((up, p))] or [None], key=lambda x: x or 0)
+    P(f"| {up} | " + " | ".join(cells) + f" | {fmt(ratio(best, rps.get((up, 'direct'))), 2)} |")
+    for p in PEERS[1:]:
+        cpu, _ = m("1", up, p, "wrk", "proxy_cpu_s")
+        req, _ = m("1", up, p, "wrk", "requests")
+        if cpu and req:
+            cpu_eff[(up, p)] = req / cpu
+    rb = ratio(best, rps.get((up, "direct")))
+    if rb is not None and rb >= 0.9:
+        fig["notes"].append(f"{up}: the best proxy reaches {rb:.2f}× direct — the client/upstream side "
+                            "(core 0) is near its limit, so ratios between proxies are compressed")
+P("")
+for up in ["static-small", "static-1MiB"]:
+    r = ratio(rps.get((up, "nbgate")), rps.get((up, "nginx")))
+    add_ratio(fig, f"{up}: nbgate ÷ nginx", r, "≥ 0.9", check(r, ">=", 0.9))
+    r = ratio(rps.get((up, "nbgate")), rps.get((up, "chp")))
+    add_ratio(fig, f"{up}: nbgate ÷ CHP", r, "≥ 3", check(r, ">=", 3))
+    add_ratio(fig, f"{up}: nginx ÷ CHP", ratio(rps.get((up, "nginx")), rps.get((up, "chp"))))
+if cpu_eff:
+    P("Proxy efficiency — requests per CPU-second of the proxy process (user+system, from "
+      "`/proc/<pid>/stat` around each run; nginx: its worker). Unlike req/s this does not "
+      "compress when the client side is the limit:")
+    P("")
+    P("| upstream | nginx | chp | nbgate | nbgate ÷ nginx | nbgate ÷ CHP |")
+    P("|---|---|---|---|---|---|")
+    for up in ["static-small", "static-1MiB", "jupyter"]:
+        e = {p: cpu_eff.get((up, p)) for p in ["nginx", "chp", "nbgate"]}
+        if not any(e.values()):
+            continue
+        P(f"| {up} | {fmt(e['nginx'])} | {fmt(e['chp'])} | {fmt(e['nbgate'])} | "
+          f"{fmt(ratio(e['nbgate'], e['nginx']), 2)} | {fmt(ratio(e['nbgate'], e['chp']), 2)} |")
+        fig["rows"].append({"upstream": up, "requests_per_proxy_cpu_s": e})
+    P("")
+r = ratio(rps.get(("jupyter", "nbgate")), rps.get(("jupyter", "direct")))
+add_ratio(fig, "jupyter: nbgate ÷ direct", r, "≥ 0.85", check(r, ">=", 0.85))
+add_ratio(fig, "jupyter: CHP ÷ direct", ratio(rps.get(("jupyter", "chp")), rps.get(("jupyter", "direct"))), "reference 0.45")
+add_ratio(fig, "jupyter: nginx ÷ direct", ratio(rps.get(("jupyter", "nginx")), rps.get(("jupyter", "direct"))))
+r = ratio(rps.get(("jupyter", "nbgate")), rps.get(("jupyter", "nginx")))
+add_ratio(fig, "jupyter: nbgate ÷ nginx", r, "≥ 0.9", check(r, ">=", 0.9))
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 2
+fig = new_fig("2")
+P(f"## 2. {TITLES['2']}")
+P("")
+P("| peer | rate achieved | p50 | p99 | added p50 | added p99 |")
+P("|---|---|---|---|---|---|")
+lat = {}
+for p in PEERS:
+    p50, _ = m("2", "static-small", p, "latency", "latency", "p50_ms")
+    p99, runs = m("2", "static-small", p, "latency", "latency", "p99_ms")
+    rate, _ = m("2", "static-small", p, "latency", "achieved_rate")
+    lat[p] = (p50, p99)
+    if p99 is None:
+        continue
+    d50, d99 = lat.get("direct", (None, None))
+    a50 = p50 - d50 if (p != "direct" and d50 is not None) else None
+    a99 = p99 - d99 if (p != "direct" and d99 is not None) else None
+    fig["rows"].append({"peer": p, "achieved_rate": rate, "p50_ms": p50, "p99_ms": p99,
+                        "added_p50_ms": a50, "added_p99_ms": a99, "p99_runs": runs})
+    P(f"| {p} | {fmt(rate)} | {fmt(p50, 2)} | {fmt(p99, 2)} | {fmt(a50, 2)} | {fmt(a99, 2)} |")
+P("")
+added = {row["peer"]: row["added_p99_ms"] for row in fig["rows"]}
+nb, ng = added.get("nbgate"), added.get("nginx")
+if ng is not None and ng > 0:
+    r = ratio(nb, ng)
+    add_ratio(fig, "added p99: nbgate ÷ nginx", r, "≤ 1.2", check(r, "<=", 1.2))
+elif nb is not None and ng is not None:
+    # nginx adds nothing measurable over direct: compare the p99s themselves.
+    r = ratio(lat["nbgate"][1], lat["nginx"][1])
+    add_ratio(fig, "p99: nbgate ÷ nginx (nginx's added p99 is ≤ 0 here, within noise)", r, "≤ 1.2",
+              check(r, "<=", 1.2))
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 3
+fig = new_fig("3")
+P(f"## 3. {TITLES['3']}")
+P("")
+P("| peer | sessions/s | session errors | echo p50 (ms) | echo p99 (ms) | open for echo | idle bytes/conn | idle conns opened | RSS after rounds (KiB) |")
+P("|---|---|---|---|---|---|---|---|---|")
+ws = {}
+for p in PEERS:
+    s, sruns = m("3", "static", p, "ws_sessions", "sessions_per_s")
+    se = sum(dig(v, "errors") or 0 for v in by.get(("3", "static", p, "ws_sessions"), []))
+    e50, _ = m("3", "static", p, "ws_echo", "echo_latency", "p50_ms")
+    e99, eruns = m("3", "static", p, "ws_echo", "echo_latency", "p99_ms")
+    eopen, _ = m("3", "static", p, "ws_echo", "open")
+    idle = (by.get(("3", "static", p, "ws_idle")) or [None])[0]
+    bpc = dig(idle, "bytes_per_conn")
+    opened = dig(idle, "rounds", 0, "opened")
+    closed = [dig(rd, "rss_closed_kib") for rd in (dig(idle, "rounds") or [])]
+    if s is None and e99 is None and idle is None:
+        continue
+    ws[p] = {"sessions_per_s": s, "errors": se, "echo_p50_ms": e50, "echo_p99_ms": e99, "bytes_per_conn": bpc,
+             "soak_growth_kib": dig(idle, "soak_growth_kib"), "rss_closed_kib": closed}
+    fig["rows"].append({"peer": p, **ws[p], "sessions_runs": sruns, "echo_p99_runs": eruns, "idle": idle})
+    P(f"| {p} | {fmt(s)} | {se} | {fmt(e50, 2)} | {fmt(e99, 2)} | {fmt(eopen)} | {fmt(bpc)} | {fmt(opened)} | "
+      f"{' → '.join(str(c) for c in closed) or '—'} |")
+P("")
+eff = {}
+for p in ["nginx", "chp", "nbgate"]:
+    vals = by.get(("3", "static", p, "ws_sessions"), [])
+    per = [v["sessions"] / v["proxy_cpu_s"] for v in vals if isinstance(v, dict) and v.get("proxy_cpu_s")]
+    if per:
+        eff[p] = statistics.median(per)
+if eff:
+    P("Sessions per CPU-second of the proxy process: " +
+      ", ".join(f"{p} {fmt(v)}" for p, v in eff.items()) + ".")
+    P("")
+    fig["rows"].append({"sessions_per_proxy_cpu_s": eff})
+g = lambda p, k: (ws.get(p) or {}).get(k)
+r = ratio(g("nbgate", "sessions_per_s"), g("chp", "sessions_per_s"))
+add_ratio(fig, "sessions/s: nbgate ÷ CHP", r, "≥ 3", check(r, ">=", 3))
+add_ratio(fig, "sessions/s: nginx ÷ CHP", ratio(g("nginx", "sessions_per_s"), g("chp", "sessions_per_s")))
+add_ratio(fig, "sessions per proxy CPU-second: nbgate ÷ CHP", ratio(eff.get("nbgate"), eff.get("chp")), "≥ 3 (CPU-normalised)",
+          check(ratio(eff.get("nbgate"), eff.get("chp")), ">=", 3))
+sd = g("direct", "sessions_per_s")
+best = max([g(p, "sessions_per_s") or 0 for p in ["nginx", "chp", "nbgate"]] or [0])
+if sd and best >= 0.9 * sd:
+    fig["notes"].append(f"sessions/s: the best proxy reaches {best / sd:.2f}× direct — the client side "
+                        "(load generator, docker-proxy, upstream on core 0) is the limit; the CPU-normalised "
+                        "ratio is the meaningful one")
+r = ratio(g("nbgate", "bytes_per_conn"), g("nginx", "bytes_per_conn"))
+add_ratio(fig, "idle bytes/conn: nbgate ÷ nginx", r, "≤ 1.5", check(r, "<=", 1.5))
+for p in ["nginx", "chp", "nbgate"]:
+    if g(p, "soak_growth_kib") is not None:
+        add_ratio(fig, f"soak: {p} RSS growth from round 1 to the last, after closing (KiB)", g(p, "soak_growth_kib"), "no growth")
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 4
+fig = new_fig("4")
+P(f"## 4. {TITLES['4']}")
+P("")
+P("| proxy | 1 route (req/s) | many routes (req/s) | many ÷ 1 |")
+P("|---|---|---|---|")
+for name, one, many in [("nginx", "nginx1", "nginxN"), ("CHP", "chp1", "chpN")]:
+    a, _ = m("4", "static-small", one, "wrk", "rps")
+    b, _ = m("4", "static-small", many, "wrk", "rps")
+    if a is None and b is None:
+        continue
+    fig["rows"].append({"proxy": name, "rps_1": a, "rps_many": b, "ratio": ratio(b, a)})
+    P(f"| {name} | {fmt(a)} | {fmt(b)} | {fmt(ratio(b, a), 2)} |")
+    add_ratio(fig, f"{name}: many routes ÷ 1", ratio(b, a), "≥ 0.95 (nbgate's goal)", None)
+P("")
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 5
+fig = new_fig("5")
+P(f"## 5. {TITLES['5']}")
+P("")
+P("| path | login answered (raw: `docker run` returned) | `/api/kernels` 200 | kernel WebSocket open | runs |")
+P("|---|---|---|---|---|")
+five = {}
+for label, peer, metric, login_key in [
+    ("nbgate pool hit (ephemeral `GET /`)", "nbgate", "visit", "login_ms"),
+    ("JupyterHub + DockerSpawner cold spawn", "jupyterhub", "login", "login_ms"),
+    ("raw `docker run` + JupyterLab ready", "raw-docker", "ready", "exec_ms"),
+]:
+    vals = by.get(("5", "jupyter", peer, metric), [])
+    each = [dig(v, "each", 0) if peer != "raw-docker" else v for v in vals]
+    each = [e for e in each if isinstance(e, dict)]
+    errs = sum(dig(v, "errors") or 0 for v in vals if isinstance(v, dict))
+    if not vals:
+        continue
+    row = {k: med([e.get(k) for e in each]) for k in [login_key, "api_kernels_ms", "kernel_ws_ms"]}
+    five[peer] = row
+    fig["rows"].append({"path": label, "peer": peer, **row, "runs": len(each), "errors": errs, "each": each})
+    P(f"| {label} | {fmt(row[login_key])} | {fmt(row['api_kernels_ms'])} | {fmt(row['kernel_ws_ms'])} | "
+      f"{len(each)}{f' ({errs} failed)' if errs else ''} |")
+P("")
+bc, _ = m("5", "-", "bcrypt", "cost12_ms")
+if bc is not None:
+    P(f"bcrypt cost 12 on this machine: {fmt(bc)} ms (median of 3, Python `bcrypt`).")
+    P("")
+nbr, hub, raw = five.get("nbgate", {}), five.get("jupyterhub", {}), five.get("raw-docker", {})
+for k, what in [("api_kernels_ms", "`/api/kernels` answers"), ("kernel_ws_ms", "kernel WebSocket open")]:
+    r = ratio(nbr.get(k), hub.get(k))
+    add_ratio(fig, f"{what}: nbgate ÷ JupyterHub", r, "≤ 0.05", check(r, "<=", 0.05))
+    add_ratio(fig, f"{what}: raw docker run ÷ JupyterHub", ratio(raw.get(k), hub.get(k)))
+if nbr.get("api_kernels_ms") is not None:
+    bound = (bc or 0) + 50
+    add_ratio(fig, "nbgate pool hit to `/api/kernels` (ms; ephemeral mode pays no bcrypt)", nbr["api_kernels_ms"],
+              f"≤ bcrypt + 50 = {bound:.0f} ms", check(nbr["api_kernels_ms"], "<=", bound))
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 6
+fig = new_fig("6")
+P(f"## 6. {TITLES['6']}")
+P("")
+P("Usable = `/api/kernels` answered, a kernel started and its WebSocket open (as in figure 5); "
+  "the `/api/kernels` column is the time until every user's server answered, before kernels.")
+P("")
+P("| who | burst | pool | ok | errors | all `/api/kernels` (ms) | all usable (ms) | median usable (ms) | logins/s | waited on a 'please wait' page |")
+P("|---|---|---|---|---|---|---|---|---|---|")
+hub_all, hub_api = {}, {}
+for (f, up, peer, metric), vals in sorted(by.items()):
+    if f != "6" or not metric.startswith("burst_"):
+        continue
+    v = vals[0] if isinstance(vals[0], dict) else {}
+    parts = metric.split("_")
+    n = int(parts[1])
+    pool = parts[3] if len(parts) > 3 else "—"
+    row = {"who": peer, "burst": n, "pool": pool, "ok": v.get("ok"), "errors": v.get("errors"),
+           "all_usable_ms": v.get("all_usable_ms"), "median_usable_ms": v.get("median_usable_ms"),
+           "logins_per_s": v.get("logins_per_s"), "error_list": (v.get("error_list") or [])[:3],
+           "all_api_kernels_ms": v.get("all_api_kernels_ms"),
+           "waited": sum(1 for e in (v.get("each") or []) if (e.get("waited_pages") or 0) > 0)}
+    fig["rows"].append(row)
+    if peer == "jupyterhub":
+        hub_all[n] = v.get("all_usable_ms")
+        hub_api[n] = v.get("all_api_kernels_ms")
+    P(f"| {peer} | {n} | {pool} | {fmt(row['ok'])} | {fmt(row['errors'])} | {fmt(row['all_api_kernels_ms'])} | "
+      f"{fmt(row['all_usable_ms'])} | {fmt(row['median_usable_ms'])} | {fmt(row['logins_per_s'], 2)} | "
+      f"{row['waited'] if peer == 'nbgate' else '—'} |")
+    if row["error_list"]:
+        fig["notes"].append(f"{peer} burst {n} pool {pool}: first errors: {'; '.join(row['error_list'])}")
+P("")
+for row in fig["rows"]:
+    if row["who"] == "nbgate" and str(row["pool"]) == str(row["burst"]):
+        n = row["burst"]
+        add_ratio(fig, f"burst {n}, pool {n}: errors", row["errors"], "0", check(row["errors"], "<=", 0))
+        r = ratio(row["all_usable_ms"], hub_all.get(n))
+        add_ratio(fig, f"burst {n}: all usable, nbgate ÷ JupyterHub", r, "≤ 0.1", check(r, "<=", 0.1))
+        r = ratio(row["all_api_kernels_ms"], hub_api.get(n))
+        add_ratio(fig, f"burst {n}: every `/api/kernels` answering, nbgate ÷ JupyterHub", r)
+        if bc and host.get("cores"):
+            bound = host["cores"] / (bc / 1000)
+            add_ratio(fig, f"burst {n}: logins/s ÷ the bcrypt bound ({bound:.1f}/s on {host['cores']} cores; "
+                      "ephemeral logins do no bcrypt)", ratio(row["logins_per_s"], bound), "≥ 0.8",
+                      check(ratio(row["logins_per_s"], bound), ">=", 0.8))
+    elif row["who"] == "nbgate":
+        add_ratio(fig, f"burst {row['burst']}, pool {row['pool']}: errors", row["errors"], "0",
+                  check(row["errors"], "<=", 0))
+for (f, up, peer, metric), vals in sorted(by.items()):
+    if f == "6" and peer == "nbgate" and metric.startswith("refill_"):
+        n = metric.split("_")[1]
+        refill = med(vals)
+        raw = med([dig(v, "seconds") for v in by.get(("6", "jupyter", "raw-docker", f"parallel_{n}"), [])])
+        P(f"- refill of {n}: nbgate {fmt(refill)} s; raw parallel `docker run` of {n} until ready: {fmt(raw)} s")
+        r = ratio(raw, refill)
+        add_ratio(fig, f"refill speed of {n}: nbgate ÷ raw parallel create+start", r, "≥ 0.9", check(r, ">=", 0.9))
+        fig["rows"].append({"refill": int(n), "nbgate_s": refill, "raw_parallel_s": raw})
+for (f, up, peer, metric), vals in sorted(by.items()):
+    if f == "6" and peer == "raw-docker" and metric.startswith("parallel_") and \
+            not by.get(("6", "jupyter", "nbgate", "refill_" + metric.split("_")[1])):
+        v = vals[0]
+        P(f"- raw parallel `docker run` of {dig(v, 'n')} JupyterLab containers until all ready: "
+          f"{fmt(dig(v, 'seconds'))} s ({dig(v, 'failures')} failures)")
+        fig["rows"].append({"raw_parallel": v})
+dr, _ = m("6", "static", "raw-docker", "docker_run_rm_s")
+if dr is not None:
+    P(f"- `docker run -d` + `docker rm -f` of a small container (hyperfine, median of 5): {fmt(dr * 1000)} ms")
+    fig["rows"].append({"docker_run_rm_ms": dr * 1000})
+P("")
+ratio_lines(fig)
+
+# ---------------------------------------------------------------- 7
+fig = new_fig("7")
+P(f"## 7. {TITLES['7']}")
+P("")
+P("| what | MiB |")
+P("|---|---|")
+rows7 = []
+for (f, up, peer, metric), vals in sorted(by.items()):
+    if f != "7":
+        continue
+    v = med(vals)
+    if v is None:
+        continue
+    mib = v if metric.endswith("_mib") else v / 1024
+    label = {
+        "rss_idle_kib": f"{peer} RSS, idle ({up} phase)",
+        "rss_after_kib": f"{peer} RSS after the {up} phase",
+        "container_mib": f"one idle {up} container (docker stats)",
+    }.get(metric, f"{peer} {metric.replace('_kib', '').replace('_', ' ')}")
+    if metric.startswith("rss_warm_"):
+        label = f"{peer} RSS, pool of {metric.split('_')[2]} warm, no session"
+    if metric.startswith("rss_sessions_"):
+        label = f"{peer} RSS with {metric.split('_')[2]} sessions"
+        add_ratio(fig, f"nbgate RSS with {metric.split('_')[2]} sessions (MiB)", mib, "≤ 30 MiB", check(mib, "<=", 30))
+    if metric.endswith("_visit"):
+        x = vals[0] or {}
+        fig["notes"].append(f"{metric}: {x.get('ok')} ok, {x.get('errors')} errors {x.get('error_list') or ''}")
+        continue
+    rows7.append({"what": label, "mib": mib})
+    P(f"| {label} | {fmt(mib)} |")
+fig["rows"] = rows7
+hub_rss = sum(r["mib"] for r in rows7 if r["what"].startswith(("jupyterhub RSS", "chp RSS, idle (hub")))
+if hub_rss:
+    add_ratio(fig, "JupyterHub hub + its CHP, idle (MiB)", hub_rss, "reference: 133 + 60 MiB")
+P("")
+ratio_lines(fig)
+
+other = [x["text"] for x in notes if x["figure"] not in TITLES]
+if other:
+    P("## Other notes")
+    for t in other:
+        P(f"- {t}")
+    P("")
+
+with open(md_path, "w") as f:
+    f.write("\n".join(md))
+with open(json_path, "w") as f:
+    json.dump(report, f, indent=2)
+    f.write("\n")

@@ -1,0 +1,193 @@
+//! Usernames, passwords and bcrypt.
+//!
+//! bcrypt is slow on purpose, so it never runs on an async worker: it goes to
+//! the blocking pool behind a semaphore sized to the cores (a login burst
+//! queues instead of starving the proxy). An unknown username still pays a
+//! verify against a dummy hash, so neither the answer nor its timing says
+//! which names exist (SECURITY.md #13).
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+/// A normalised, allow-listed username: NFKC, lowercase, then
+/// `^[a-z][a-z0-9_-]{0,31}$`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UsernameError {
+    #[error("Choose a username.")]
+    Empty,
+    #[error("A username has at most 32 characters.")]
+    TooLong,
+    #[error("A username starts with a letter and uses only letters a–z, digits, '-' and '_'.")]
+    Characters,
+}
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, UsernameError> {
+        if raw.len() > 256 {
+            return Err(UsernameError::TooLong);
+        }
+        let normal: String = raw.nfkc().flat_map(char::to_lowercase).collect();
+        if normal.is_empty() {
+            return Err(UsernameError::Empty);
+        }
+        if normal.chars().count() > 32 {
+            return Err(UsernameError::TooLong);
+        }
+        let mut chars = normal.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return Err(UsernameError::Characters);
+        }
+        Ok(Self(normal))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Hex sha256 of the name: the volume name's middle part and the unique key.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a new password is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PasswordError {
+    #[error("A password has at least 8 characters.")]
+    TooShort,
+    #[error(
+        "A password has at most 72 bytes (bcrypt's limit); it is never cut short, so choose a shorter one."
+    )]
+    TooLong,
+    #[error("The two passwords do not match.")]
+    Mismatch,
+}
+
+/// Check a new password and its confirmation. Over 72 bytes is refused, never
+/// truncated: bcrypt would silently ignore the rest.
+pub fn check_new_password(password: &str, confirm: &str) -> Result<(), PasswordError> {
+    if password.len() > 72 {
+        return Err(PasswordError::TooLong);
+    }
+    if password.chars().count() < 8 {
+        return Err(PasswordError::TooShort);
+    }
+    if password != confirm {
+        return Err(PasswordError::Mismatch);
+    }
+    Ok(())
+}
+
+/// bcrypt on the blocking pool, bounded.
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    cost: u32,
+    /// A real hash of a random password, for unknown users.
+    dummy: String,
+}
+
+impl Hasher {
+    pub fn new(cost: u32) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let dummy = bcrypt::hash(crate::slot::random_token(), cost).expect("bcrypt of a short password");
+        Self { permits: Arc::new(Semaphore::new(cores)), cost, dummy }
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<String, bcrypt::BcryptError> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        let (password, cost) = (password.to_string(), self.cost);
+        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+            .await
+            .expect("bcrypt does not panic")
+    }
+
+    /// Verify against `hash`, or against the dummy when the user is unknown, so
+    /// the time taken is the same.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> bool {
+        if password.len() > 72 {
+            // Could never have been set; still pay the same time.
+            let _ = self.verify_inner(password[..72].to_string(), self.dummy.clone()).await;
+            return false;
+        }
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&self.dummy).to_string();
+        self.verify_inner(password.to_string(), hash).await && known
+    }
+
+    async fn verify_inner(&self, password: String, hash: String) -> bool {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalise_then_allow_list() {
+        for (raw, want) in
+            [("Bob", "bob"), ("ｂob", "bob"), ("BOB_1", "bob_1"), ("a-b", "a-b"), ("ａdmin", "admin")]
+        {
+            assert_eq!(Username::parse(raw).unwrap().as_str(), want, "{raw}");
+        }
+        for bad in [
+            "bob\u{200b}",
+            "bob ",
+            " bob",
+            "../x",
+            "a/b",
+            "1bob",
+            "_bob",
+            "bob!",
+            "bøb",
+            "",
+            "a\r\nb",
+            "\u{1b}[31mbob",
+        ] {
+            assert!(Username::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Username::parse(&"a".repeat(33)), Err(UsernameError::TooLong));
+        assert_eq!(Username::parse(&"a".repeat(1_000_000)), Err(UsernameError::TooLong));
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+        assert_eq!(Username::parse("bob").unwrap().sha256_hex().len(), 64);
+    }
+
+    #[test]
+    fn passwords_are_checked_not_truncated() {
+        assert_eq!(check_new_password("short", "short"), Err(PasswordError::TooShort));
+        assert_eq!(check_new_password(&"x".repeat(73), &"x".repeat(73)), Err(PasswordError::TooLong));
+        assert_eq!(
+            check_new_password("é".repeat(37).as_str(), "é".repeat(37).as_str()),
+            Err(PasswordError::TooLong)
+        );
+        assert_eq!(check_new_password("password1", "password2"), Err(PasswordError::Mismatch));
+        assert_eq!(check_new_password(&"x".repeat(72), &"x".repeat(72)), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn hashing_and_dummy_verify() {
+        let h = Hasher::new(4);
+        let hash = h.hash("correct horse").await.unwrap();
+        assert!(h.verify("correct horse", Some(&hash)).await);
+        assert!(!h.verify("wrong horse", Some(&hash)).await);
+        assert!(!h.verify("correct horse", None).await, "unknown users never pass");
+        assert!(!h.verify(&"x".repeat(80), Some(&hash)).await);
+    }
+}

@@ -1,0 +1,46 @@
+//! `nbgate`: parse the command line, set up logging, dispatch. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nbgate::cli::{Cli, Command};
+use nbgate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = cli.command.config_args();
+    let config = match Config::load(cli.config.as_deref(), args.pairs()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nbgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    nbgate::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nbgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(_) => nbgate::app::serve(config).await,
+            Command::Check(_) => nbgate::check::run(&config).await,
+            Command::Key { action, .. } => nbgate::admin::key(&config, action).await,
+            Command::Volume { action, .. } => nbgate::admin::volume(&config, action).await,
+            Command::Pool { action, .. } => nbgate::admin::pool(&config, action).await,
+            Command::User { action, .. } => nbgate::admin::user(&config, action).await,
+            Command::Token { action, .. } => nbgate::admin::token(&config, action).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // The error policy: anyhow at the edge, the whole cause chain once.
+            eprintln!("nbgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

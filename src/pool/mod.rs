@@ -1,0 +1,304 @@
+//! The warm pool: containers started ahead of time, with Jupyter answering, so
+//! a visit or login only has to hand one out.
+//!
+//! In memory: the warm queue, which containers are starting, and whether Docker
+//! answers. Assigned containers are in the routing table (`proxy::routes`) and
+//! the DB; a container is used by one user once and never returns to the pool.
+
+pub mod binder;
+pub mod spec;
+pub mod supervise;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::slot::SlotId;
+
+/// A started container, Jupyter answering, not yet handed out.
+#[derive(Clone, Debug)]
+pub struct Warm {
+    pub slot: SlotId,
+    pub container_id: String,
+    pub upstream: SocketAddr,
+    pub token: String,
+}
+
+#[derive(Default)]
+struct State {
+    warm: VecDeque<Warm>,
+    /// Slots being created or started; reconcile leaves them alone.
+    starting: HashSet<SlotId>,
+    docker_up: bool,
+    /// Consecutive failed starts; drives backoff.
+    failures: u32,
+    /// Taken from the pool but not yet in the routing table: still counts
+    /// against the cap, or a refill in between could overshoot it.
+    taken: u32,
+}
+
+/// Numbers for /hub/health and metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    pub warm: u32,
+    pub starting: u32,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    state: Mutex<State>,
+    /// Wakes the refill loop (a slot was taken, a container died, …).
+    pub(crate) wake_refill: Notify,
+    /// Wakes visitors waiting for a warm container.
+    warm_added: Notify,
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("pool lock")
+    }
+
+    pub fn counts(&self) -> Counts {
+        let s = self.state();
+        Counts { warm: s.warm.len() as u32, starting: s.starting.len() as u32 }
+    }
+
+    pub fn docker_up(&self) -> bool {
+        self.state().docker_up
+    }
+
+    /// Whether Docker answers, waiting up to `wait` for it (the gateway may
+    /// have just started and not reconciled yet).
+    pub async fn docker_up_within(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.docker_up() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    pub(crate) fn set_docker_up(&self, up: bool) {
+        self.state().docker_up = up;
+    }
+
+    /// Take the oldest warm container, if any. It counts against the cap until
+    /// the returned guard is dropped: drop it after the route is in the table.
+    pub fn take(&self) -> Option<Taken<'_>> {
+        let mut s = self.state();
+        let warm = s.warm.pop_front()?;
+        s.taken += 1;
+        Some(Taken { pool: self, warm })
+    }
+
+    /// Take a warm container, waiting up to `wait` for one to become ready.
+    pub async fn acquire(&self, wait: Duration) -> Option<Taken<'_>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before checking, so an addition in between is not missed.
+            let added = self.warm_added.notified();
+            if let Some(w) = self.take() {
+                return Some(w);
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return self.take();
+            }
+        }
+    }
+
+    pub(crate) fn push_warm(&self, warm: Warm) {
+        {
+            let mut s = self.state();
+            s.starting.remove(&warm.slot);
+            s.failures = 0;
+            s.warm.push_back(warm);
+        }
+        self.warm_added.notify_waiters();
+    }
+
+    /// Forget a warm container (it died or was removed). True if it was warm.
+    pub(crate) fn forget(&self, container_id: &str) -> bool {
+        let mut s = self.state();
+        let before = s.warm.len();
+        s.warm.retain(|w| w.container_id != container_id);
+        let removed = s.warm.len() != before;
+        drop(s);
+        if removed {
+            self.wake_refill.notify_one();
+        }
+        removed
+    }
+
+    /// Drop every warm entry (Docker restarted: they are gone).
+    pub(crate) fn forget_all(&self) -> Vec<Warm> {
+        self.state().warm.drain(..).collect()
+    }
+
+    pub(crate) fn is_known(&self, slot: &SlotId) -> bool {
+        let s = self.state();
+        s.starting.contains(slot) || s.warm.iter().any(|w| &w.slot == slot)
+    }
+
+    /// How many starts to launch now: fill to `pool_size` within `cap`
+    /// (counting `assigned`) and at most `parallel` at once. Reserves them.
+    pub(crate) fn plan_starts(&self, pool_size: u32, cap: u32, assigned: u32, parallel: u32) -> Vec<SlotId> {
+        let mut s = self.state();
+        if !s.docker_up {
+            return Vec::new();
+        }
+        let warm = s.warm.len() as u32;
+        let starting = s.starting.len() as u32;
+        let want = pool_size.saturating_sub(warm + starting);
+        let room = cap.saturating_sub(warm + starting + assigned + s.taken);
+        let slots = parallel.saturating_sub(starting);
+        let n = want.min(room).min(slots);
+        (0..n)
+            .map(|_| {
+                let slot = SlotId::random();
+                s.starting.insert(slot.clone());
+                slot
+            })
+            .collect()
+    }
+
+    /// Reserve room for one container started for a user (not the pool), if
+    /// the cap allows. Release it with [`Pool::release`].
+    pub(crate) fn reserve(&self, cap: u32, assigned: u32) -> Option<SlotId> {
+        let mut s = self.state();
+        let used = s.warm.len() as u32 + s.starting.len() as u32 + assigned + s.taken;
+        if used >= cap {
+            return None;
+        }
+        let slot = SlotId::random();
+        s.starting.insert(slot.clone());
+        Some(slot)
+    }
+
+    pub(crate) fn release(&self, slot: &SlotId) {
+        self.state().starting.remove(slot);
+        self.wake_refill.notify_one();
+    }
+
+    /// Containers taken from the pool and not yet routed.
+    pub fn taken(&self) -> u32 {
+        self.state().taken
+    }
+
+    /// No room at all: nothing warm, nothing starting, the cap reached.
+    pub fn full(&self, cap: u32, assigned: u32) -> bool {
+        let s = self.state();
+        s.warm.is_empty() && s.starting.is_empty() && assigned + s.taken >= cap
+    }
+
+    pub(crate) fn start_failed(&self, slot: &SlotId) -> u32 {
+        let mut s = self.state();
+        s.starting.remove(slot);
+        s.failures += 1;
+        s.failures
+    }
+
+    pub(crate) fn failures(&self) -> u32 {
+        self.state().failures
+    }
+}
+
+/// A warm container on its way to a user; see [`Pool::take`].
+pub struct Taken<'a> {
+    pool: &'a Pool,
+    pub warm: Warm,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.pool.state().taken -= 1;
+        self.pool.wake_refill.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warm(n: u8) -> Warm {
+        Warm {
+            slot: SlotId::random(),
+            container_id: format!("c{n}"),
+            upstream: ([127, 0, 0, 1], 1000 + n as u16).into(),
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn plans_fill_to_size_within_cap_and_parallelism() {
+        let pool = Pool::new();
+        assert!(pool.plan_starts(4, 10, 0, 2).is_empty(), "nothing while Docker is down");
+        pool.set_docker_up(true);
+        assert_eq!(pool.plan_starts(4, 10, 0, 2).len(), 2, "bounded by parallelism");
+        assert_eq!(pool.plan_starts(4, 10, 0, 2).len(), 0, "two already starting");
+        assert_eq!(pool.counts().starting, 2);
+
+        let pool = Pool::new();
+        pool.set_docker_up(true);
+        assert_eq!(pool.plan_starts(4, 5, 4, 8).len(), 1, "cap counts assigned containers");
+        assert_eq!(pool.plan_starts(4, 5, 4, 8).len(), 0);
+    }
+
+    #[test]
+    fn warm_is_fifo_and_forget_removes() {
+        let pool = Pool::new();
+        pool.push_warm(warm(1));
+        pool.push_warm(warm(2));
+        pool.push_warm(warm(3));
+        assert!(pool.forget("c2"));
+        assert!(!pool.forget("c2"));
+        assert_eq!(pool.take().unwrap().warm.container_id, "c1");
+        assert_eq!(pool.take().unwrap().warm.container_id, "c3");
+        assert!(pool.take().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_a_warm_container() {
+        let pool = std::sync::Arc::new(Pool::new());
+        let p = pool.clone();
+        let waiter =
+            tokio::spawn(async move { p.acquire(Duration::from_secs(10)).await.map(|t| t.warm.clone()) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pool.push_warm(warm(7));
+        assert_eq!(waiter.await.unwrap().unwrap().container_id, "c7");
+        assert!(pool.acquire(Duration::from_secs(5)).await.is_none(), "times out when none comes");
+    }
+
+    #[test]
+    fn a_taken_container_counts_against_the_cap_until_routed() {
+        let pool = Pool::new();
+        pool.set_docker_up(true);
+        pool.push_warm(warm(1));
+        let taken = pool.take().unwrap();
+        assert!(pool.plan_starts(1, 1, 0, 4).is_empty(), "taken but not yet assigned still fills the cap");
+        drop(taken);
+        assert!(pool.plan_starts(1, 1, 1, 4).is_empty(), "now the route counts");
+        assert_eq!(pool.plan_starts(1, 2, 1, 4).len(), 1);
+    }
+
+    #[test]
+    fn failures_count_until_a_success() {
+        let pool = Pool::new();
+        pool.set_docker_up(true);
+        let planned = pool.plan_starts(2, 2, 0, 2);
+        assert_eq!(pool.start_failed(&planned[0]), 1);
+        assert_eq!(pool.start_failed(&planned[1]), 2);
+        let mut w = warm(1);
+        w.slot = SlotId::random();
+        pool.push_warm(w);
+        assert_eq!(pool.failures(), 0);
+    }
+}

@@ -1,0 +1,458 @@
+//! `/user/<slot>/…`: the owner check, the origin check, then HTTP forwarded with
+//! streamed bodies, or a WebSocket spliced byte for byte. Everything that can
+//! refuse a request runs before any upstream connection is made.
+
+pub mod routes;
+mod splice;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
+
+use crate::app::App;
+use crate::auth::{session, xsrf};
+use crate::config::AuthMode;
+use crate::slot::SlotId;
+use crate::web::pages::{redirect, render, MessagePage};
+use routes::Route;
+
+/// Pooled HTTP/1 client to notebook containers (request bodies stream through).
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+pub fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Handle a request whose path starts with `/user/`.
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response {
+    let path = req.uri().path();
+    let rest = &path["/user/".len()..];
+    let (slot_str, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(slot) = SlotId::parse(slot_str) else {
+        return not_found(app, &req);
+    };
+    if tail.is_empty() && !path.ends_with('/') {
+        return redirect(&format!("/user/{slot}/"));
+    }
+    if !clean_path(tail) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: dot segments and encoded slashes are not allowed\n",
+        )
+            .into_response();
+    }
+    let tls = app.config.tls();
+    let Some(route) = app.routes.get(&slot) else {
+        return gone(app, &req).await;
+    };
+    let presented = session::presented(req.headers(), tls);
+    let Some(closed) = route.owner_of(&presented) else {
+        return not_yours(app, &req);
+    };
+    let upgrade = is_websocket_upgrade(req.headers());
+    if (upgrade || xsrf::is_unsafe(req.method())) && !xsrf::same_origin(req.headers(), tls) {
+        tracing::warn!(%slot, method = %req.method(), "cross-origin request refused");
+        return (StatusCode::FORBIDDEN, "403 Forbidden: cross-origin request\n").into_response();
+    }
+    if !is_background_poll(req.method(), tail) {
+        route.touch();
+    }
+    if upgrade {
+        return websocket(app, req, route, closed, peer).await;
+    }
+    let lab_page = req.method() == http::Method::GET
+        && (tail == "lab" || tail.starts_with("lab/") || tail.starts_with("lab?"));
+    let resp = forward(app, req, &route, peer).await;
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html || resp.headers().contains_key(header::LOCATION) {
+        rewrite_page(resp, &route, lab_page).await
+    } else {
+        resp
+    }
+}
+
+/// Forward one HTTP request, streaming both bodies.
+async fn forward(app: &App, req: Request<Incoming>, route: &Route, peer: SocketAddr) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let Some(uri) = upstream_uri(&parts.uri, route.upstream) else {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
+    };
+    parts.uri = uri;
+    prepare_upstream_headers(&mut parts.headers, route, peer, app.config.tls(), false);
+    match app.upstream.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            app.metrics.proxied_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let body = crate::metrics::Counted::new(body, app.metrics.proxied_bytes.clone());
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            tracing::warn!(slot = %route.slot, error = %e, "upstream request failed");
+            bad_gateway(app)
+        }
+    }
+}
+
+/// Forward a WebSocket upgrade; on 101 from upstream, answer 101 and splice.
+async fn websocket(
+    app: &App,
+    mut req: Request<Incoming>,
+    route: Arc<Route>,
+    closed: tokio_util::sync::CancellationToken,
+    peer: SocketAddr,
+) -> Response {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    let Some(uri) = upstream_uri(&parts.uri, route.upstream) else {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
+    };
+    parts.uri = uri;
+    prepare_upstream_headers(&mut parts.headers, &route, peer, app.config.tls(), true);
+    let mut upstream_resp = match app.upstream.request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(slot = %route.slot, error = %e, "upstream WebSocket failed");
+            return bad_gateway(app);
+        }
+    };
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = upstream_resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+    let metrics = app.metrics.clone();
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let _open = metrics.websocket_opened();
+        splice::splice(TokioIo::new(client), TokioIo::new(upstream), &route, closed).await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = upstream_resp.headers().clone();
+    resp
+}
+
+/// Jupyter writes the token it was authenticated with into its HTML pages
+/// (page config) and sometimes into redirects; the browser must never see it
+/// (SECURITY.md #10), so those small responses are scrubbed. JupyterLab's own
+/// page also gets nbgate's banner script (idle warnings, "keep my server",
+/// memory notices). Only HTML pages and redirects are buffered.
+async fn rewrite_page(resp: Response, route: &Route, lab_page: bool) -> Response {
+    use http_body_util::BodyExt;
+    let token = route.auth_header.to_str().unwrap_or("").trim_start_matches("token ").to_string();
+    let (mut parts, body) = resp.into_parts();
+    if let Some(loc) = parts.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if !token.is_empty() && loc.contains(&token) {
+            let cleaned = loc.replace(&format!("token={token}"), "").replace(&token, "");
+            match HeaderValue::from_str(&cleaned) {
+                Ok(v) => parts.headers.insert(header::LOCATION, v),
+                Err(_) => parts.headers.remove(header::LOCATION),
+            };
+        }
+    }
+    if parts.status != StatusCode::OK || parts.headers.contains_key(header::CONTENT_ENCODING) {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(collected) = http_body_util::Limited::new(body, 4 << 20).collect().await else {
+        return bad_gateway_plain();
+    };
+    let mut html = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    if !token.is_empty() {
+        html = html.replace(&token, "");
+    }
+    if lab_page {
+        const TAG: &str = r#"<script src="/hub/static/nbgate.js" defer></script>"#;
+        html = match html.rfind("</head>") {
+            Some(i) => format!("{}{TAG}{}", &html[..i], &html[i..]),
+            None => format!("{html}{TAG}"),
+        };
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(html))
+}
+
+fn bad_gateway_plain() -> Response {
+    (StatusCode::BAD_GATEWAY, "502 Bad Gateway: the notebook server's page did not arrive whole\n")
+        .into_response()
+}
+
+/// `http://<upstream><path>?<query without token=>`.
+fn upstream_uri(original: &Uri, upstream: SocketAddr) -> Option<Uri> {
+    let path = original.path();
+    let query = original.query().map(strip_token_param).filter(|q| !q.is_empty());
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    Uri::builder().scheme("http").authority(upstream.to_string()).path_and_query(pq).build().ok()
+}
+
+/// A browser's `?token=` is ignored: only the gateway authenticates upstream
+/// (SECURITY.md #10), and a wrong token in the URL must not override the header.
+fn strip_token_param(query: &str) -> String {
+    query.split('&').filter(|p| *p != "token" && !p.starts_with("token=")).collect::<Vec<_>>().join("&")
+}
+
+fn prepare_upstream_headers(
+    headers: &mut HeaderMap,
+    route: &Route,
+    peer: SocketAddr,
+    tls: bool,
+    upgrade: bool,
+) {
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade_value.unwrap_or(HeaderValue::from_static("websocket")));
+    }
+    session::strip_ours(headers);
+    headers.insert(header::AUTHORIZATION, route.auth_header.clone());
+    // Our own view of the client; anything the client claimed is replaced.
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    } else {
+        headers.remove("x-forwarded-host");
+    }
+    headers.remove("x-real-ip");
+    headers.remove("forwarded");
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// Segments after the slot: no `.`/`..` (also percent-encoded), no empty
+/// segments, no encoded `/` or `\` (SECURITY.md #8).
+pub fn clean_path(tail: &str) -> bool {
+    let lower = tail.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+        return false;
+    }
+    let segments: Vec<&str> = tail.split('/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(i, s)| {
+        let decoded = s.to_ascii_lowercase().replace("%2e", ".");
+        decoded != "." && decoded != ".." && (!s.is_empty() || i == last)
+    })
+}
+
+/// Requests an open JupyterLab tab makes by itself; they do not keep a
+/// container alive (the culler would never recycle an idle open tab).
+fn is_background_poll(method: &http::Method, tail: &str) -> bool {
+    if method != http::Method::GET {
+        return false;
+    }
+    let path = tail.split('?').next().unwrap_or(tail);
+    matches!(
+        path,
+        "api/kernels"
+            | "api/sessions"
+            | "api/terminals"
+            | "api/kernelspecs"
+            | "api/status"
+            | "api/me"
+            | "lab/api/workspaces"
+            | "api/contents"
+    ) || path.starts_with("api/metrics")
+        || (path.starts_with("api/contents/") && !path.contains("checkpoints"))
+        || path.starts_with("api/kernels/") && !path.contains("/channels")
+}
+
+fn wants_html(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+fn home_href(app: &App) -> &'static str {
+    match app.config.auth {
+        AuthMode::Ephemeral => "/",
+        AuthMode::Accounts => "/hub/home",
+    }
+}
+
+/// Not the caller's slot (or no session): browsers go to sign in, others get 403.
+fn not_yours(app: &App, req: &Request<Incoming>) -> Response {
+    if wants_html(req) {
+        return match app.config.auth {
+            AuthMode::Ephemeral => redirect("/"),
+            AuthMode::Accounts => {
+                let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                redirect(&format!("/hub/login?next={}", urlencode(next)))
+            }
+        };
+    }
+    (StatusCode::FORBIDDEN, "403 Forbidden: this server belongs to another session\n").into_response()
+}
+
+/// A slot id that is well formed but not (or no longer) assigned. The page
+/// says why the server stopped when the DB knows (idle, out of memory, …).
+async fn gone(app: &App, req: &Request<Incoming>) -> Response {
+    if !wants_html(req) {
+        return (StatusCode::NOT_FOUND, "404 Not Found: this server has stopped\n").into_response();
+    }
+    let message = crate::api::stop_message(app, req.headers()).await.unwrap_or_else(|| {
+        "The notebook server at this address is no longer running. It may have been stopped after a \
+         period of inactivity, or when you logged out."
+            .into()
+    });
+    let restart = match app.config.auth {
+        AuthMode::Ephemeral => "/",
+        AuthMode::Accounts => "/hub/spawn",
+    };
+    let page = MessagePage::new("This server has stopped", message).link(restart, "Start a new server");
+    render(StatusCode::NOT_FOUND, &page)
+}
+
+fn not_found(app: &App, req: &Request<Incoming>) -> Response {
+    if !wants_html(req) {
+        return (StatusCode::NOT_FOUND, "404 Not Found\n").into_response();
+    }
+    let page = MessagePage::new("Not found", "There is no notebook server at this address.")
+        .link(home_href(app), "Go to the start page");
+    render(StatusCode::NOT_FOUND, &page)
+}
+
+fn bad_gateway(app: &App) -> Response {
+    let page = MessagePage::new(
+        "The notebook server did not answer",
+        "Your notebook server is not responding right now. Your files in ~/work are safe. \
+         Try again in a moment.",
+    )
+    .link(home_href(app), "Back to the start page")
+    .alert();
+    render(StatusCode::BAD_GATEWAY, &page)
+}
+
+/// Percent-encode a `next` value for a query string.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_traversal_are_refused() {
+        for ok in ["", "lab", "api/status", "api/contents/a%20b.ipynb", "files/x/", "lab/tree/n.ipynb?x=1"] {
+            assert!(clean_path(ok), "{ok}");
+        }
+        for bad in
+            ["..", "../x", "a/../b", "%2e%2e/x", ".%2E/x", "a/%2E", "a//b", "a%2Fb", "a%5cb", "a\\b", "./a"]
+        {
+            assert!(!clean_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_query_is_dropped() {
+        assert_eq!(strip_token_param("token=abc"), "");
+        assert_eq!(strip_token_param("a=1&token=abc&b=2"), "a=1&b=2");
+        assert_eq!(strip_token_param("tokens=1&token"), "tokens=1");
+        let uri: Uri = "/user/x/lab?token=t&reset".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&uri, ([127, 0, 0, 1], 9).into()).unwrap(),
+            "http://127.0.0.1:9/user/x/lab?reset"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn polling_is_not_activity() {
+        use http::Method;
+        assert!(is_background_poll(&Method::GET, "api/kernels"));
+        assert!(is_background_poll(&Method::GET, "api/contents/work?content=1"));
+        assert!(!is_background_poll(&Method::POST, "api/kernels"));
+        assert!(!is_background_poll(&Method::GET, "api/kernels/abc/channels"));
+        assert!(!is_background_poll(&Method::GET, "lab"));
+        assert!(!is_background_poll(&Method::PUT, "api/contents/x.ipynb"));
+    }
+}
