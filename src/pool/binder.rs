@@ -31,6 +31,8 @@ pub enum ServerState {
     Queued(usize),
     /// Docker does not answer.
     DockerDown,
+    /// Starts fail because a disk is full (the organizer must free space).
+    DiskFull,
 }
 
 /// Per-user locks and background starts.
@@ -120,6 +122,9 @@ async fn ensure_server_inner(app: &App, user: &UserRow, session: SessionHash) ->
     if !app.pool.docker_up_within(Duration::from_secs(5)).await {
         return ServerState::DockerDown;
     }
+    if app.pool.blocked_by_full_disk() {
+        return ServerState::DiskFull;
+    }
     // Servers starting in the background for other users are spoken for.
     let starting = app.binder.starting.lock().expect("binder lock").len() as u32;
     let available =
@@ -166,11 +171,13 @@ async fn start_in_background(app: App, user: UserRow, session: SessionHash) {
     }
     if let Err(e) = result {
         tracing::warn!(user = user.id, error = %e, "starting a server failed");
-        app.binder
-            .failed
-            .lock()
-            .expect("binder lock")
-            .insert(user.id, "Your server could not be started. Please try again in a moment.".into());
+        let why = if crate::web::pages::is_disk_full(&e) {
+            "The server is out of disk space, so no notebook server can start. Your files are safe; \
+             the organizer needs to free some space."
+        } else {
+            "Your server could not be started. Please try again in a moment."
+        };
+        app.binder.failed.lock().expect("binder lock").insert(user.id, why.into());
     }
 }
 

@@ -35,6 +35,8 @@ struct State {
     docker_up: bool,
     /// Consecutive failed starts; drives backoff.
     failures: u32,
+    /// Why the last start failed, until one succeeds.
+    start_error: Option<String>,
     /// Taken from the pool but not yet in the routing table: still counts
     /// against the cap, or a refill in between could overshoot it.
     taken: u32,
@@ -89,6 +91,11 @@ impl Pool {
 
     pub(crate) fn set_docker_up(&self, up: bool) {
         self.state().docker_up = up;
+        if !up {
+            // Nobody waiting for a warm container will get one now: let them
+            // answer "restarting" instead of waiting out their deadline.
+            self.warm_added.notify_waiters();
+        }
     }
 
     /// Take the oldest warm container, if any. It counts against the cap until
@@ -100,7 +107,8 @@ impl Pool {
         Some(Taken { pool: self, warm })
     }
 
-    /// Take a warm container, waiting up to `wait` for one to become ready.
+    /// Take a warm container, waiting up to `wait` for one to become ready;
+    /// `None` at once if Docker is (or goes) away or starts fail on a full disk.
     pub async fn acquire(&self, wait: Duration) -> Option<Taken<'_>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -108,6 +116,9 @@ impl Pool {
             let added = self.warm_added.notified();
             if let Some(w) = self.take() {
                 return Some(w);
+            }
+            if !self.docker_up() || self.blocked_by_full_disk() {
+                return None;
             }
             if tokio::time::timeout_at(deadline, added).await.is_err() {
                 return self.take();
@@ -120,6 +131,7 @@ impl Pool {
             let mut s = self.state();
             s.starting.remove(&warm.slot);
             s.failures = 0;
+            s.start_error = None;
             s.warm.push_back(warm);
         }
         self.warm_added.notify_waiters();
@@ -199,11 +211,28 @@ impl Pool {
         s.warm.is_empty() && s.starting.is_empty() && assigned + s.taken >= cap
     }
 
-    pub(crate) fn start_failed(&self, slot: &SlotId) -> u32 {
+    pub(crate) fn start_failed(&self, slot: &SlotId, error: &str) -> u32 {
         let mut s = self.state();
         s.starting.remove(slot);
         s.failures += 1;
-        s.failures
+        s.start_error = Some(error.to_string());
+        let n = s.failures;
+        drop(s);
+        // Waiters re-check: a full disk will not be fixed by waiting.
+        self.warm_added.notify_waiters();
+        n
+    }
+
+    /// Why starts are failing, if the last one did.
+    pub fn start_error(&self) -> Option<String> {
+        self.state().start_error.clone()
+    }
+
+    /// Nothing warm and starts fail because a disk is full: waiting will not
+    /// help until the organizer frees space, so say so instead of "starting".
+    pub fn blocked_by_full_disk(&self) -> bool {
+        let s = self.state();
+        s.warm.is_empty() && s.start_error.as_deref().is_some_and(crate::web::pages::is_disk_full)
     }
 
     pub(crate) fn failures(&self) -> u32 {
@@ -268,6 +297,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_for_a_warm_container() {
         let pool = std::sync::Arc::new(Pool::new());
+        pool.set_docker_up(true);
         let p = pool.clone();
         let waiter =
             tokio::spawn(async move { p.acquire(Duration::from_secs(10)).await.map(|t| t.warm.clone()) });
@@ -275,6 +305,22 @@ mod tests {
         pool.push_warm(warm(7));
         assert_eq!(waiter.await.unwrap().unwrap().container_id, "c7");
         assert!(pool.acquire(Duration::from_secs(5)).await.is_none(), "times out when none comes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_give_up_at_once_when_docker_goes_away() {
+        let pool = std::sync::Arc::new(Pool::new());
+        pool.set_docker_up(true);
+        let p = pool.clone();
+        let started = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { p.acquire(Duration::from_secs(30)).await.is_some() });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pool.set_docker_up(false);
+        assert!(!waiter.await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
+        let started = tokio::time::Instant::now();
+        assert!(pool.acquire(Duration::from_secs(30)).await.is_none());
+        assert_eq!(started.elapsed(), Duration::ZERO, "no waiting while Docker is down");
     }
 
     #[test]
@@ -294,11 +340,15 @@ mod tests {
         let pool = Pool::new();
         pool.set_docker_up(true);
         let planned = pool.plan_starts(2, 2, 0, 2);
-        assert_eq!(pool.start_failed(&planned[0]), 1);
-        assert_eq!(pool.start_failed(&planned[1]), 2);
+        assert_eq!(pool.start_failed(&planned[0], "connection refused"), 1);
+        assert!(!pool.blocked_by_full_disk());
+        assert_eq!(pool.start_failed(&planned[1], "mkdir /var/lib/docker/x: no space left on device"), 2);
+        assert!(pool.blocked_by_full_disk(), "the last failure decides");
         let mut w = warm(1);
         w.slot = SlotId::random();
         pool.push_warm(w);
         assert_eq!(pool.failures(), 0);
+        assert_eq!(pool.start_error(), None);
+        assert!(!pool.blocked_by_full_disk());
     }
 }

@@ -74,7 +74,7 @@ pub async fn refill(app: App, shutdown: CancellationToken) {
                         app.pool.push_warm(warm);
                     }
                     Err(e) => {
-                        let n = app.pool.start_failed(&slot);
+                        let n = app.pool.start_failed(&slot, &e.to_string());
                         tracing::warn!(%slot, error = %e, failures = n, "starting a warm container failed");
                     }
                 }

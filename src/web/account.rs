@@ -333,6 +333,7 @@ async fn spawn_or_wait(
         // Queued: wait on the pending page, whose refresh keeps the place in line.
         ServerState::Queued(position) if on_pending_page => queue_page(position),
         ServerState::Queued(_) => redirect(&pending_url(next)),
+        ServerState::DiskFull => crate::web::pages::disk_full(("/hub/home", "Back to your page")),
         ServerState::DockerDown => {
             let page = MessagePage::new(
                 "Restarting",
@@ -380,12 +381,7 @@ fn queue_page(position: usize) -> Response {
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "account request failed");
-    let page =
-        MessagePage::new("Something went wrong", "The gateway could not finish that. Please try again.")
-            .link("/hub/login", "Back to log in")
-            .alert();
-    render(StatusCode::INTERNAL_SERVER_ERROR, &page)
+    crate::web::pages::failure("account request failed", e, ("/hub/login", "Back to log in"))
 }
 
 // ---- register ----

@@ -9,7 +9,7 @@ use crate::app::App;
 
 #[derive(Serialize)]
 pub struct Health {
-    /// `ok`, or `degraded` while Docker does not answer.
+    /// `ok`, or `degraded` while Docker does not answer or a full disk stops starts.
     pub status: &'static str,
     pub docker: DockerState,
     pub pool: PoolCounts,
@@ -27,6 +27,9 @@ pub struct PoolCounts {
     pub warm: u32,
     pub assigned: u32,
     pub cap: u32,
+    /// Why the last container start failed, until one succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_error: Option<String>,
 }
 
 pub async fn health(State(app): State<App>) -> (StatusCode, Json<Health>) {
@@ -35,10 +38,19 @@ pub async fn health(State(app): State<App>) -> (StatusCode, Json<Health>) {
         Err(e) => DockerState { reachable: false, error: Some(e.to_string()) },
     };
     let counts = app.pool.counts();
-    let pool =
-        PoolCounts { warm: counts.warm, assigned: app.routes.len() as u32, cap: app.config.max_containers };
-    let (code, status) =
-        if docker.reachable { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "degraded") };
+    let pool = PoolCounts {
+        warm: counts.warm,
+        assigned: app.routes.len() as u32,
+        cap: app.config.max_containers,
+        start_error: app.pool.start_error(),
+    };
+    // A full disk stops every new server until someone frees space: as
+    // urgent for an organizer as Docker being away.
+    let (code, status) = if docker.reachable && !app.pool.blocked_by_full_disk() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
     (code, Json(Health { status, docker, pool }))
 }
 

@@ -73,6 +73,49 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
+/// Whether an error (from SQLite, Docker or the OS) means a disk is full.
+/// Matched on the text because the same condition arrives through sqlx
+/// (`SQLITE_FULL`), bollard (dockerd's message) and std::io (ENOSPC).
+pub fn is_disk_full(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("database or disk is full")
+        || e.contains("no space left on device")
+        || e.contains("disk quota exceeded")
+        || e.contains("(code: 13)")
+}
+
+/// 503: a disk is full. Retries by itself, since freeing space is enough.
+pub fn disk_full(back: (&str, &str)) -> Response {
+    let page = MessagePage::new(
+        "The server is out of disk space",
+        "Nothing you saved is lost, but nothing new can be stored right now. \
+         The organizer needs to free some space; this page tries again by itself.",
+    )
+    .refresh(10)
+    .link(back.0, back.1)
+    .alert();
+    let mut resp = render(StatusCode::SERVICE_UNAVAILABLE, &page);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    resp
+}
+
+/// A request that failed on the gateway's side. A full disk is an outage the
+/// organizer can fix without a restart: a 503 that says so and retries by
+/// itself; anything else is a plain 500 with a way back. Never the error text.
+pub fn failure(what: &str, e: impl std::fmt::Display, back: (&str, &str)) -> Response {
+    let e = e.to_string();
+    if is_disk_full(&e) {
+        tracing::error!(error = %e, "{what}: a disk is full; free space on the host (nothing needs a restart)");
+        return disk_full(back);
+    }
+    tracing::error!(error = %e, "{what}");
+    let page =
+        MessagePage::new("Something went wrong", "The gateway could not finish that. Please try again.")
+            .link(back.0, back.1)
+            .alert();
+    render(StatusCode::INTERNAL_SERVER_ERROR, &page)
+}
+
 /// A redirect that is never cached.
 pub fn redirect(location: &str) -> Response {
     let mut resp = Response::new(Body::empty());
@@ -82,4 +125,29 @@ pub fn redirect(location: &str) -> Response {
     }
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised_from_every_source() {
+        assert!(is_disk_full("error returned from database: (code: 13) database or disk is full"));
+        assert!(is_disk_full(
+            "Docker responded with status code 500: mkdir /var/lib/docker/x: no space left on device"
+        ));
+        assert!(is_disk_full("No space left on device (os error 28)"));
+        assert!(!is_disk_full("error returned from database: (code: 5) database is locked"));
+        assert!(!is_disk_full("connection refused"));
+    }
+
+    #[test]
+    fn a_full_disk_is_a_503_that_retries_and_anything_else_a_500() {
+        let r = failure("test", "No space left on device (os error 28)", ("/hub/login", "Back"));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "10");
+        let r = failure("test", "boom", ("/hub/login", "Back"));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -65,16 +65,17 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
         }
     }
     if !app.pool.docker_up_within(Duration::from_secs(5)).await {
-        let page = MessagePage::new(
-            "Restarting",
-            "The notebook servers are restarting. This page will take you in as soon as they are back.",
-        )
-        .refresh(5);
-        return with_retry_after(render(StatusCode::SERVICE_UNAVAILABLE, &page), 5);
+        return restarting();
     }
     let full = app.pool.full(app.config.max_containers, app.routes.len() as u32);
     let warm = if full { None } else { app.pool.acquire(VISIT_WAIT).await };
     let Some(taken) = warm else {
+        if !app.pool.docker_up() {
+            return restarting();
+        }
+        if app.pool.blocked_by_full_disk() {
+            return crate::web::pages::disk_full(("/", "Try again"));
+        }
         if !app.pool.full(app.config.max_containers, app.routes.len() as u32) {
             // Not full, just starting: say so, and keep trying.
             let page = MessagePage::new(
@@ -135,6 +136,16 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
     resp
 }
 
+/// Docker is away: a 503 page that retries by itself.
+fn restarting() -> Response {
+    let page = MessagePage::new(
+        "Restarting",
+        "The notebook servers are restarting. This page will take you in as soon as they are back.",
+    )
+    .refresh(5);
+    with_retry_after(render(StatusCode::SERVICE_UNAVAILABLE, &page), 5)
+}
+
 /// `/user/<slot>/lab` (the configured default URL).
 fn landing(app: &App, route: &Route) -> String {
     format!("/user/{}{}", route.slot, app.config.default_url)
@@ -146,14 +157,7 @@ fn with_retry_after(mut resp: Response, seconds: u32) -> Response {
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "visit failed");
-    let page = MessagePage::new(
-        "Something went wrong",
-        "The gateway could not start your session. Please try again.",
-    )
-    .link("/", "Try again")
-    .alert();
-    render(StatusCode::INTERNAL_SERVER_ERROR, &page)
+    crate::web::pages::failure("visit failed", e, ("/", "Try again"))
 }
 
 // ---- site password ----
