@@ -244,6 +244,7 @@ config_flags! {
     default_url: "Where a login lands in the notebook server, e.g. /lab [NBGATE_DEFAULT_URL]",
     firewall: "Install firewall rules keeping notebooks from metadata, private ranges and the host [NBGATE_FIREWALL]",
     hot_bind: "Bind volumes into warm containers when possible (false: fresh container per login) [NBGATE_HOT_BIND]",
+    spare_kernel: "Keep one kernel started ahead in every notebook server (~45 MiB each) [NBGATE_SPARE_KERNEL]",
 }
 
 #[cfg(test)]

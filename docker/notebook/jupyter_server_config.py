@@ -17,3 +17,8 @@ c.ServerApp.quit_button = False
 c.ServerApp.terminado_settings = {"shell_command": ["/bin/bash", "-l"]}
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 c.LabApp.news_url = None
+# One pre-started kernel of the default kernelspec, hidden from the kernels API
+# until a notebook asks for a kernel (nbgate_spare.py). NBGATE_SPARE_KERNEL=0 in
+# the container's environment turns it off (the stock kernel manager is used).
+if os.environ.get("NBGATE_SPARE_KERNEL", "1").strip().lower() not in ("0", "false", "no", "off"):
+    c.ServerApp.kernel_manager_class = "nbgate_spare.SpareKernelManager"

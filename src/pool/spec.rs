@@ -74,7 +74,12 @@ pub fn notebook_container(
     ContainerCreateBody {
         image: Some(config.image.clone()),
         user: Some("1000:100".into()),
-        env: Some(vec![format!("NBGATE_BASE_URL={}", slot.base_url()), format!("JUPYTER_TOKEN={token}")]),
+        env: Some(vec![
+            format!("NBGATE_BASE_URL={}", slot.base_url()),
+            format!("JUPYTER_TOKEN={token}"),
+            // Read by the image's jupyter_server_config.py (docker/notebook/nbgate_spare.py).
+            format!("NBGATE_SPARE_KERNEL={}", u8::from(config.spare_kernel)),
+        ]),
         labels: Some(labels),
         exposed_ports: Some(vec![JUPYTER_PORT.into()]),
         stop_timeout: Some(10),
