@@ -59,6 +59,12 @@ if [ "$(label_of "$NOTEBOOK_IMAGE")" = "$nb_hash" ]; then
   exit 0
 fi
 echo "build-images: building $NOTEBOOK_IMAGE from $BASE_IMAGE"
+old_id=$(docker image inspect -f '{{.Id}}' "$NOTEBOOK_IMAGE" 2>/dev/null || true)
 docker build --quiet --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "nbgate.inputs=$nb_hash" \
   -t "$NOTEBOOK_IMAGE" "$ctx" >/dev/null
 echo "build-images: built $NOTEBOOK_IMAGE ($nb_hash)"
+# The previous build, now untagged, would keep ~0.5 GB per rebuild. Docker refuses
+# to remove it while containers still run from it (they finish on the old image).
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$NOTEBOOK_IMAGE")" ]; then
+  docker image rm "$old_id" >/dev/null 2>&1 && echo "build-images: removed the previous build ${old_id:7:12}" || true
+fi
