@@ -28,7 +28,7 @@ UP_ENV = $(if $(FQDN),NBGATE_TLS_CERT=$(TLS_DIR)/fullchain.pem NBGATE_TLS_KEY=$(
          $(if $(MAX_CONTAINERS),NBGATE_MAX_CONTAINERS=$(MAX_CONTAINERS)) \
          $(if $(BIND),NBGATE_BIND=$(BIND))
 
-.PHONY: help images build release dev up test lint check nuke backup restore verify bench secrets
+.PHONY: help images build release dev up test lint check nuke backup restore verify bench soak secrets
 
 DEST ?=
 SRC ?=
@@ -87,6 +87,9 @@ nuke: ## Remove this instance's containers (never volumes); INSTANCE=… (defaul
 	ids=$$(docker ps -aq --filter "label=nbgate.instance=$$inst"); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null && echo "removed $$(echo $$ids | wc -w) container(s) of $$inst; volumes kept"; \
 	else echo "no containers of $$inst"; fi
+
+soak: ## 30 minutes of clients hammering a culled slot; memory and descriptors must stay flat (SOAK_SECONDS=1800)
+	NBGATE_SOAK_SECONDS=$${SOAK_SECONDS:-1800} $(CARGO) nextest run --test faults --no-capture fault_hammering_a_culled_slot
 
 bench: ## Side-by-side benchmarks (BENCH.md): nbgate vs nginx, CHP, JupyterHub, direct -> bench/report.md, bench/report.json
 	bash bench/run.sh
