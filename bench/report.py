@@ -455,6 +455,242 @@ if hub_rss:
 P("")
 ratio_lines(fig)
 
+# ---------------------------------------------------------------- accounts scenarios
+TITLES["attendees"] = "Simulated attendees (accounts mode, idle recycling)"
+TITLES["logins"] = "Concurrent logins with the cap well below (SECURITY.md)"
+# The gateway may hold this much more after everyone left than before they came:
+# figure 7 prices 100 live sessions at ~4 MiB, and glibc keeps some freed heap in the
+# arenas of the threads that ran bcrypt and mounts; more than this is state kept per user.
+RSS_MARGIN_MIB = 4
+# A running user's p99 may grow this much while a storm of logins is served: on 2 cores
+# fully busy with bcrypt and container starts, a fair scheduler about doubles a waking
+# thread's wait; 3× leaves room for a shared machine's noise, while a starved proxy
+# (unbounded bcrypt, a blocked async worker) shows as 10× and more.
+P99_STABLE = 3.0
+
+
+def lat_row(label, s, unit="ms"):
+    if not isinstance(s, dict) or not s.get("count"):
+        return
+    k = "_ms" if unit == "ms" else "_s"
+    P(f"| {label} | {s.get('count')} | {fmt(s.get('p50' + k))} | {fmt(s.get('p90' + k))} | "
+      f"{fmt(s.get('p99' + k))} | {fmt(s.get('max' + k))} |")
+
+
+def log_lines(fig, name, lg):
+    if not isinstance(lg, dict):
+        return
+    fig["rows"].append({f"{name}_log": lg})
+    P(f"- gateway log ({name}): {lg.get('errors')} ERROR, {lg.get('warnings')} WARN lines, {lg.get('panics')} panics")
+    for line in (lg.get("first") or [])[:3]:
+        P(f"  - `{line[:300]}`")
+
+
+if any(f == "attendees" for (f, *_rest) in by) or any(x["figure"] == "attendees" for x in notes):
+    fig = new_fig("attendees")
+    v = (by.get(("attendees", "jupyter", "nbgate", "run")) or [None])[0] or {}
+    st = (by.get(("attendees", "jupyter", "nbgate", "settings")) or [None])[0] or {}
+    rss0 = med(by.get(("attendees", "jupyter", "nbgate", "rss_before_kib"), []))
+    rss1 = med(by.get(("attendees", "jupyter", "nbgate", "rss_after_kib"), []))
+    met = (by.get(("attendees", "jupyter", "nbgate", "metrics")) or [None])[0] or {}
+    P(f"## 8. {TITLES['attendees']}")
+    P("")
+    P(f"{st.get('attendees')} attendees arrive {st.get('gap_s')} s apart. Each: `GET /hub/register` → `POST` → "
+      "follows redirects and the \"starting\"/queue pages to `/user/<slot>/lab` (200) → `POST …/api/sessions` → "
+      "kernel channels WebSocket (cookie + `Origin`) → `kernel_info` → code writes `~/work/attendee-<i>.txt` "
+      "(random payload) and prints its sha256 → close → idle, polling only `/hub/api/me/server`, until the "
+      "gateway recycles the server → `POST /hub/login` → the new lab → `GET …/api/contents/work/attendee-<i>.txt` "
+      "compared by sha256 → `POST /hub/logout`. "
+      f"Gateway: accounts mode, unpinned, idle timeout {st.get('idle_timeout')} (culler every {st.get('culler_every_s')} s), "
+      f"pool {st.get('pool')}, cap {st.get('cap')}, bcrypt cost {st.get('bcrypt_cost')} (the default 12 is 4× slower; "
+      "cost 10 shortens the bench, not the flow).")
+    P("")
+    P("| whole flow done | failed | 5xx | clicked \"Try again\" | files written | read back intact | intact on the volume (not read back) | lost | changed | unverified | waited on a starting page | on the queue page | wall (s) |")
+    P("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    P(f"| {fmt(v.get('ok'))} of {fmt(v.get('n'))} | {fmt(v.get('errors'))} | {fmt(v.get('five_xx'))} | {fmt(v.get('retried'))} | "
+      f"{fmt(v.get('files_written'))} | {fmt(v.get('files_ok'))} | {fmt(v.get('files_ok_on_volume'))} | {fmt(v.get('files_lost'))} | "
+      f"{fmt(v.get('files_mismatched'))} | {fmt(v.get('files_unverified'))} | {fmt(v.get('waited_starting'))} | "
+      f"{fmt(v.get('waited_queue'))} | {fmt(v.get('wall_s'))} |")
+    P("")
+    P("An error page with a button (\"Your server did not start\" → \"Try again\") is clicked as a person would, "
+      "at most 3 times per login; its 5xx still counts. A file written by an attendee who never got back in is "
+      "looked up on the attendee's volume after the run.")
+    P("")
+    P("| step (from the `POST`) | n | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) |")
+    P("|---|---|---|---|---|---|")
+    lat_row("register → lab answers", v.get("lab"))
+    lat_row("**register → kernel usable** (WebSocket open, `kernel_info` answered)", v.get("usable"))
+    lat_row("log in again → new lab answers", v.get("relogin_lab"))
+    lat_row("log in again → file read back", v.get("relogin_file"))
+    lat_row("log out (recycles the server)", v.get("logout"))
+    P("")
+    rc = v.get("recycled_after_s") or {}
+    P(f"Idle → recycled (seen on `/hub/api/me/server`): {fmt(rc.get('min'))}–{fmt(rc.get('max'))} s after the "
+      f"WebSocket closed. Recycles by reason: "
+      + (", ".join(f"{k.split('reason=')[-1].rstrip('}')} {val}" for k, val in met.items() if k.startswith("nbgate_recycles_total")) or "—")
+      + f"; WebSockets open at the end: {met.get('nbgate_websockets_open', '—')}.")
+    P("")
+    gw = v.get("gateway") or {}
+    d = (rss1 - rss0) / 1024 if (rss0 and rss1) else None
+    P(f"Gateway RSS: {fmt(rss0 / 1024 if rss0 else None)} MiB before the attendees (pool warm, 5 s at rest) → "
+      f"peak {fmt((gw.get('rss_max_kib') or 0) / 1024 or None)} MiB → {fmt(rss1 / 1024 if rss1 else None)} MiB after "
+      f"all logged out, the pool refilled and 15 s of rest; threads at most {fmt(gw.get('threads_max'))}; "
+      f"{fmt(gw.get('cpu_s'))} CPU-seconds over the {fmt(gw.get('seconds'))} s of the round.")
+    P("")
+    m0 = (by.get(("attendees", "jupyter", "nbgate", "mem_before")) or [None])[0] or {}
+    m1 = (by.get(("attendees", "jupyter", "nbgate", "mem_after")) or [None])[0] or {}
+    m2 = (by.get(("attendees", "jupyter", "nbgate", "mem_after2")) or [None])[0] or {}
+    v2 = (by.get(("attendees", "jupyter", "nbgate", "run2")) or [None])[0] or {}
+    rss2 = med(by.get(("attendees", "jupyter", "nbgate", "rss_after2_kib"), []))
+    if m0 and m1:
+        P("| gateway memory (MiB) | before | after round 1 |" + (f" after round 2 ({v2.get('n')} more) |" if m2 else ""))
+        P("|---|---|---|" + ("---|" if m2 else ""))
+        for k, label in [("VmRSS", "VmRSS"), ("RssAnon", "anonymous (heap, stacks)"),
+                         ("RssFile", "file-backed (the binary's pages, paged in on first use)")]:
+            P(f"| {label} | {fmt(m0.get(k, 0) / 1024)} | {fmt(m1.get(k, 0) / 1024)} |"
+              + (f" {fmt(m2.get(k, 0) / 1024)} |" if m2 else ""))
+        P("")
+    if v2:
+        P(f"Round 2 ({v2.get('n')} attendees, the same gateway): {fmt(v2.get('ok'))} through, {fmt(v2.get('five_xx'))} 5xx, "
+          f"{fmt(v2.get('files_lost'))} lost, {fmt(v2.get('files_mismatched'))} changed; register → kernel usable p50 "
+          f"{fmt(dig(v2, 'usable', 'p50_ms'))} ms, p99 {fmt(dig(v2, 'usable', 'p99_ms'))} ms.")
+        P("")
+    fig["rows"].append({"mem_before": m0, "mem_after": m1, "mem_after_round2": m2, "run2": v2, "rss_after2_kib": rss2})
+    fig["rows"].append({"run": v, "settings": st, "rss_before_kib": rss0, "rss_after_kib": rss1, "metrics": met})
+    n = v.get("n")
+    add_ratio(fig, "attendees through the whole flow", v.get("ok"), f"{n} of {n}",
+              None if v.get("ok") is None else v.get("ok") == n)
+    add_ratio(fig, "5xx responses (gateway or proxied)", v.get("five_xx"), "0", check(v.get("five_xx"), "<=", 0))
+    lost = None if v.get("files_lost") is None else v["files_lost"] + (v.get("files_mismatched") or 0)
+    add_ratio(fig, "files lost or changed", lost, "0", check(lost, "<=", 0))
+    add_ratio(fig, "gateway RSS after − before (MiB)", d, f"≤ {RSS_MARGIN_MIB} MiB", check(d, "<=", RSS_MARGIN_MIB))
+    if m0 and m1:
+        da = (m1.get("RssAnon", 0) - m0.get("RssAnon", 0)) / 1024
+        add_ratio(fig, "of which anonymous memory (MiB)", da, f"≤ {RSS_MARGIN_MIB} MiB", check(da, "<=", RSS_MARGIN_MIB))
+    if rss1 and rss2:
+        d2 = (rss2 - rss1) / 1024
+        add_ratio(fig, f"RSS after round 2 − after round 1 (MiB; {v2.get('n')} more attendees)", d2,
+                  f"≤ {RSS_MARGIN_MIB} MiB", check(d2, "<=", RSS_MARGIN_MIB))
+    if v2:
+        f2 = (v2.get("five_xx") or 0)
+        add_ratio(fig, "round 2: 5xx, files lost or changed", f2 + (v2.get("files_lost") or 0) + (v2.get("files_mismatched") or 0),
+                  "0", check(f2 + (v2.get("files_lost") or 0) + (v2.get("files_mismatched") or 0), "<=", 0))
+    ratio_lines(fig)
+    for e in (v.get("error_list") or [])[:5]:
+        P(f"- error: {e[:300]}")
+    for e in (v.get("five_xx_list") or [])[:10]:
+        P(f"- 5xx: `{e}`")
+    log_lines(fig, "attendees", (by.get(("attendees", "jupyter", "nbgate", "log")) or [None])[0])
+    P("")
+
+if any(f == "logins" for (f, *_rest) in by) or any(x["figure"] == "logins" for x in notes):
+    fig = new_fig("logins")
+    v = (by.get(("logins", "jupyter", "nbgate", "storm")) or [None])[0] or {}
+    st = (by.get(("logins", "jupyter", "nbgate", "settings")) or [None])[0] or {}
+    reg = (by.get(("logins", "jupyter", "nbgate", "register")) or [None])[0] or {}
+    bc = (by.get(("logins", "-", "bcrypt", "cost10")) or [None])[0] or {}
+    bound = med(by.get(("logins", "jupyter", "nbgate", "bcrypt_bound"), []))
+    met = (by.get(("logins", "jupyter", "nbgate", "metrics")) or [None])[0] or {}
+    n = v.get("n") or st.get("logins")
+    P(f"## 9. {TITLES['logins']}")
+    P("")
+    P(f"{n} users (registered beforehand through the form: {fmt(dig(reg, 'users', 'registered'))} in "
+      f"{fmt(dig(reg, 'users', 'seconds'))} s) `POST /hub/login` at once (forms fetched first, then released "
+      "together); each follows redirects and the \"starting\" page until its lab answers 200 or it reaches the "
+      f"queue page. Cap {st.get('cap')}, pool {st.get('pool')}, bcrypt cost {st.get('bcrypt_cost')}, gateway "
+      f"unpinned. Meanwhile one signed-in user polls `/user/<slot>/api/status` {st.get('runner_rate_per_s')}×/s "
+      "(open loop: latency from each poll's intended start).")
+    P("")
+    P("| logins | in their lab | on the queue page | errors | 5xx | all POSTs answered (ms) | all in lab or queue (ms) | max queue position |")
+    P("|---|---|---|---|---|---|---|---|")
+    P(f"| {fmt(n)} | {fmt(v.get('lab'))} | {fmt(v.get('queued'))} | {fmt(v.get('errors'))} | {fmt(v.get('five_xx'))} | "
+      f"{fmt(v.get('all_posts_answered_ms'))} | {fmt(v.get('all_answered_ms'))} | {fmt(v.get('max_position'))} |")
+    P("")
+    P("| latency | n | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) |")
+    P("|---|---|---|---|---|---|")
+    lat_row("`POST /hub/login` answered", v.get("post"))
+    lat_row("login → lab answers (admitted)", v.get("to_lab"))
+    lat_row("login → queue page", v.get("to_queue"))
+    r = v.get("runner") or {}
+    wl = {"before": "before the storm", "during": "during the storm (first POST → last answer)",
+          "during_posts": "… while the POSTs were answered (bcrypt)",
+          "during_rest": "… after them (admitted users' containers starting)", "after": "after the storm"}
+    for w in ["before", "during", "during_posts", "during_rest", "after"]:
+        s = r.get(w) or {}
+        if s.get("count"):
+            P(f"| running user's `api/status`, {wl[w]} ({fmt(s.get('errors'))} errors) | {s.get('count')} | "
+              f"{fmt(s.get('p50_ms'))} | {fmt(s.get('p90_ms'))} | {fmt(s.get('p99_ms'))} | {fmt(s.get('max_ms'))} |")
+    for w in ["before", "during", "during_posts", "during_rest", "after"]:
+        s = dig(r, "direct", w) or {}
+        if s.get("count"):
+            P(f"| the same server polled directly (its port and token), {wl[w]} ({fmt(s.get('errors'))} errors) | "
+              f"{s.get('count')} | {fmt(s.get('p50_ms'))} | {fmt(s.get('p90_ms'))} | {fmt(s.get('p99_ms'))} | "
+              f"{fmt(s.get('max_ms'))} |")
+    P("")
+    d99b, d99d = dig(r, "direct", "before", "p99_ms"), dig(r, "direct", "during", "p99_ms")
+    g99b, g99d = dig(r, "before", "p99_ms"), dig(r, "during", "p99_ms")
+    if None not in (d99b, d99d, g99b, g99d):
+        P(f"Added by the gateway (p99 through it − p99 direct): {fmt(g99b - d99b)} ms before, "
+          f"{fmt(g99d - d99d)} ms during the storm; the direct path's own p99 went ×{fmt(ratio(d99d, d99b), 2)} "
+          "(the host's CPU is shared with bcrypt and the starting containers).")
+        P("")
+    t_b = bc.get("median_ms")
+    posts = v.get("all_posts_answered_ms")
+    eff = (n * t_b / posts) if (n and t_b and posts) else None
+    gw = v.get("gateway") or {}
+    P(f"bcrypt: the gateway's Hasher runs at most **{fmt(bound)}** hashes at once (a semaphore sized to the CPUs "
+      f"the process may use, `src/auth/password.rs`). One cost-10 verify takes {fmt(t_b)} ms here; {n} of them "
+      f"in {fmt(posts)} ms is an effective {fmt(eff)} at once. Gateway threads at most {fmt(gw.get('threads_max'))}, "
+      f"RSS peak {fmt((gw.get('rss_max_kib') or 0) / 1024 or None)} MiB, {fmt(gw.get('cores_used'), 2)} cores used on "
+      f"average from the first POST to the last answer. On 2 cores the bound equals the cores, so "
+      "the effective figure cannot exceed it either way; what the bound buys shows in the running user's latency "
+      "and the thread count (tokio's blocking pool would otherwise grow a thread per waiting login).")
+    P("")
+    fig["rows"].append({"storm": v, "settings": st, "register": reg, "bcrypt_cost10": bc, "bcrypt_bound": bound,
+                        "effective_bcrypt_concurrency": eff, "metrics": met})
+    add_ratio(fig, "5xx responses", v.get("five_xx"), "0", check(v.get("five_xx"), "<=", 0))
+    answered = None if v.get("lab") is None else v["lab"] + (v.get("queued") or 0)
+    add_ratio(fig, "logins answered with their lab or the queue page", answered, f"{n}",
+              None if answered is None else answered == n)
+    ratio_ = r.get("p99_during_over_before")
+    add_ratio(fig, "running user's p99 during ÷ before", ratio_, f"≤ {P99_STABLE:g}", check(ratio_, "<=", P99_STABLE))
+    if None not in (d99b, d99d):
+        add_ratio(fig, "the same, polled directly (no gateway), for comparison", ratio(d99d, d99b))
+    add_ratio(fig, "effective bcrypt concurrency ÷ the bound", ratio(eff, bound), "≤ 1 (bounded)",
+              check(ratio(eff, bound), "<=", 1.05))
+    c = (by.get(("logins", "jupyter", "nbgate", "control")) or [None])[0]
+    if isinstance(c, dict):
+        cr = c.get("runner") or {}
+        ceff = (n * t_b / c["all_posts_answered_ms"]) if (n and t_b and c.get("all_posts_answered_ms")) else None
+        add_ratio(fig, "control (cap 5 = the running user + a pool of 4: no container starts): 5xx", c.get("five_xx"),
+                  "0", check(c.get("five_xx"), "<=", 0))
+        add_ratio(fig, "control: running user's p99 during ÷ before", cr.get("p99_during_over_before"),
+                  f"≤ {P99_STABLE:g}", check(cr.get("p99_during_over_before"), "<=", P99_STABLE))
+        add_ratio(fig, "control: the same, polled directly", ratio(dig(cr, "direct", "during", "p99_ms"),
+                                                                   dig(cr, "direct", "before", "p99_ms")))
+        add_ratio(fig, "control: effective bcrypt concurrency ÷ the bound", ratio(ceff, bound), "≤ 1 (bounded)",
+                  check(ratio(ceff, bound), "<=", 1.05))
+        fig["rows"].append({"control": c, "effective_bcrypt_concurrency": ceff})
+    ratio_lines(fig)
+    if isinstance(c, dict):
+        cr = c.get("runner") or {}
+        cg = c.get("gateway") or {}
+        P(f"Control storm (same users, cap 5 = the running user + a pool of 4, so no container starts while it lasts): "
+          f"{fmt(c.get('lab'))} in their lab, {fmt(c.get('queued'))} queued, {fmt(c.get('errors'))} errors, "
+          f"{fmt(c.get('five_xx'))} 5xx; every POST answered in {fmt(c.get('all_posts_answered_ms'))} ms "
+          f"(effective bcrypt concurrency {fmt(ceff)}), gateway {fmt(cg.get('cores_used'), 2)} cores; running user's p99 "
+          f"{fmt(dig(cr, 'before', 'p99_ms'))} → {fmt(dig(cr, 'during', 'p99_ms'))} ms through the gateway, "
+          f"{fmt(dig(cr, 'direct', 'before', 'p99_ms'))} → {fmt(dig(cr, 'direct', 'during', 'p99_ms'))} ms directly.")
+        P("")
+    for e in (v.get("error_list") or [])[:5]:
+        P(f"- error: {e[:300]}")
+    for e in (v.get("five_xx_list") or [])[:10]:
+        P(f"- 5xx: `{e}`")
+    log_lines(fig, "registration gateway", (by.get(("logins", "jupyter", "nbgate", "log_register")) or [None])[0])
+    log_lines(fig, "measured gateway", (by.get(("logins", "jupyter", "nbgate", "log")) or [None])[0])
+    log_lines(fig, "control gateway", (by.get(("logins", "jupyter", "nbgate", "log_control")) or [None])[0])
+    P("")
+
 other = [x["text"] for x in notes if x["figure"] not in TITLES]
 if other:
     P("## Other notes")

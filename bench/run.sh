@@ -16,11 +16,25 @@
 #   BENCH_ROUTES=10000    routes for the route-scale figure
 #   BENCH_BURSTS="10"     login bursts ("10 40" for BENCH.md's full figure 6; 40 adds ~5 min)
 #   BENCH_SESSIONS=100    sessions for the gateway footprint figure
-#   BENCH_BUDGET=1200     seconds of measuring (after installs and builds); later phases are
+#   BENCH_BUDGET=1800     seconds of measuring (after installs and builds); later phases are
 #                         skipped (and say so) rather than overrun it
-#   BENCH_SKIP="…"        any of: static jupyter (whole phases), nbgate hub raw burst footprint,
-#                         http ws routes login (figures)
+#   BENCH_SKIP="…"        any of: static jupyter attendees logins (whole phases), nbgate hub raw
+#                         burst footprint, http ws routes login (figures)
+#   BENCH_ONLY="…"        run only these phases (of: static jupyter raw burst hub footprint
+#                         attendees logins); the rest are skipped as if listed in BENCH_SKIP,
+#                         and the report is written to bench/out/<run>/ (bench/report.md is
+#                         left as the last full run's)
+#   BENCH_ATTENDEES=50    attendees of the "attendees" phase (accounts mode, idle recycling)
+#   BENCH_ATTENDEE_GAP=3  seconds between two attendees' arrivals
+#   BENCH_ATTENDEE_IDLE=20s  NBGATE_IDLE_TIMEOUT of that phase (culler every tenth of it, ≥ 1 s)
+#   BENCH_ATTENDEE_ROUND2=10 attendees of a second round on the same gateway (0: none): tells
+#                         growth per attendee (a leak) from one-time growth
+#   BENCH_STORM=200       logins at once in the "logins" phase
+#   BENCH_STORM_CAP=12    NBGATE_MAX_CONTAINERS of that phase (well below BENCH_STORM)
+#   BENCH_STORM_CONTROL=1 then the same storm with cap 5 = the running user + a pool of 4
+#                         (no container starts meanwhile: the gateway's own share); 0: not
 #   BENCH_NO_BUILD=1      do not run `cargo build --release` for nbgate (use what is there)
+#   BENCH_NO_IMAGES=1     do not run docker/build-images.sh (measure the existing notebook image)
 #   NBGATE_BIN=path       measure this nbgate binary instead (implies BENCH_NO_BUILD)
 set -uo pipefail
 
@@ -49,8 +63,19 @@ WS_IDLE_WANT=${BENCH_WS_IDLE:-10000}
 ROUTES=${BENCH_ROUTES:-10000}
 BURSTS=${BENCH_BURSTS:-10}
 SESSIONS=${BENCH_SESSIONS:-100}
-BUDGET=${BENCH_BUDGET:-1200}
+BUDGET=${BENCH_BUDGET:-1800}
 SKIP=" ${BENCH_SKIP:-} "
+ALL_PHASES="static jupyter raw burst hub footprint attendees logins"
+if [ -n "${BENCH_ONLY:-}" ]; then
+  for p in $ALL_PHASES; do [[ " $BENCH_ONLY " == *" $p "* ]] || SKIP="$SKIP$p "; done
+fi
+ATTENDEES=${BENCH_ATTENDEES:-50}
+ATTENDEE_GAP=${BENCH_ATTENDEE_GAP:-3}
+ATTENDEE_IDLE=${BENCH_ATTENDEE_IDLE:-20s}
+ATTENDEE_ROUND2=${BENCH_ATTENDEE_ROUND2:-10}
+STORM=${BENCH_STORM:-200}
+STORM_CAP=${BENCH_STORM_CAP:-12}
+STORM_CONTROL=${BENCH_STORM_CONTROL:-1}
 T_START=$(date +%s)
 
 PIDS=()        # processes we started (killed on exit, newest first)
@@ -159,7 +184,7 @@ stale_cleanup() {
       esac
       for id in $ids; do
         run=$(docker "$kind" inspect -f "$tmpl" "$id" 2>/dev/null) || continue
-        [[ "$run" =~ ^bench([0-9]+)(s|j|f|b[0-9]+-[0-9]+)?$ ]] || continue
+        [[ "$run" =~ ^bench([0-9]+)(s|j|f|a|l|b[0-9]+-[0-9]+)?$ ]] || continue
         pid=${BASH_REMATCH[1]}
         [ "$pid" != "$$" ] || continue
         if ! kill -0 "$pid" 2>/dev/null || ! grep -q "bench/run.sh" "/proc/$pid/cmdline" 2>/dev/null; then
@@ -182,8 +207,11 @@ pin_proxy() { if [ "$CORES" -ge 2 ]; then echo "taskset -c 1"; fi; }
 pin_load() { if [ "$CORES" -ge 2 ]; then echo "taskset -c 0"; fi; }
 PIN_PROXY=$(pin_proxy); PIN_LOAD=$(pin_load)
 
+# The peers (nginx, CHP, wrk, hyperfine) only for the phases that measure them side by side.
+PEER_PHASES=
+for p in static jupyter raw burst hub; do skipped "$p" || PEER_PHASES="$PEER_PHASES $p"; done
 need=()
-for p in nginx wrk hyperfine node-configurable-http-proxy jq curl python3 python3-venv util-linux procps; do
+for p in ${PEER_PHASES:+nginx wrk hyperfine node-configurable-http-proxy} jq curl python3 python3-venv util-linux procps; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -196,11 +224,13 @@ if [ ${#need[@]} -gt 0 ]; then
     || die "apt-get install ${need[*]} failed (see $OUT/apt.log)"
   [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
-command -v configurable-http-proxy >/dev/null || die "configurable-http-proxy missing after install"
 # Debian's CHP finds its modules through Debian's node paths; a node from elsewhere
 # (e.g. nodesource's, which replaces Debian's nodejs) needs them spelled out.
 export NODE_PATH=/usr/share/nodejs:/usr/lib/nodejs:/usr/lib/$(uname -m)-linux-gnu/nodejs${NODE_PATH:+:$NODE_PATH}
-configurable-http-proxy --version >/dev/null 2>&1 || die "configurable-http-proxy does not run: $(configurable-http-proxy --version 2>&1 | grep -m1 Error)"
+if [ -n "$PEER_PHASES" ]; then
+  command -v configurable-http-proxy >/dev/null || die "configurable-http-proxy missing after install"
+  configurable-http-proxy --version >/dev/null 2>&1 || die "configurable-http-proxy does not run: $(configurable-http-proxy --version 2>&1 | grep -m1 Error)"
+fi
 
 # ------------------------------------------------------------------ builds
 log "building the load generator (bench/loadgen)"
@@ -221,11 +251,16 @@ fi
 [ -z "$NB_BUILD_ERR" ] || log "nbgate: $NB_BUILD_ERR"
 
 # `make images` is a no-op when docker/ is unchanged (images carry a hash of their inputs).
-log "checking $NOTEBOOK_IMAGE (docker/build-images.sh)"
-if ! NOTEBOOK_IMAGE=$NOTEBOOK_IMAGE bash "$root/docker/build-images.sh" >"$OUT/images.log" 2>&1; then
-  docker image inspect "$NOTEBOOK_IMAGE" >/dev/null 2>&1 \
-    || die "docker/build-images.sh failed and $NOTEBOOK_IMAGE is missing (see $OUT/images.log)"
-  log "docker/build-images.sh failed; measuring the existing $NOTEBOOK_IMAGE (see $OUT/images.log)"
+if [ -n "${BENCH_NO_IMAGES:-}" ]; then
+  docker image inspect "$NOTEBOOK_IMAGE" >/dev/null 2>&1 || die "BENCH_NO_IMAGES is set and $NOTEBOOK_IMAGE is missing"
+  log "measuring the existing $NOTEBOOK_IMAGE (BENCH_NO_IMAGES)"
+else
+  log "checking $NOTEBOOK_IMAGE (docker/build-images.sh)"
+  if ! NOTEBOOK_IMAGE=$NOTEBOOK_IMAGE bash "$root/docker/build-images.sh" >"$OUT/images.log" 2>&1; then
+    docker image inspect "$NOTEBOOK_IMAGE" >/dev/null 2>&1 \
+      || die "docker/build-images.sh failed and $NOTEBOOK_IMAGE is missing (see $OUT/images.log)"
+    log "docker/build-images.sh failed; measuring the existing $NOTEBOOK_IMAGE (see $OUT/images.log)"
+  fi
 fi
 
 label_of() { docker image inspect -f '{{ index .Config.Labels "nbgate.inputs" }}' "$1" 2>/dev/null || true; }
@@ -241,7 +276,9 @@ build_static_image() {
   docker build --quiet --label "nbgate.inputs=$hash" -t "$STATIC_IMAGE" "$ctx" >"$OUT/static-image.log" 2>&1
   local rc=$?; rm -rf "$ctx"; return $rc
 }
-build_static_image || die "building $STATIC_IMAGE failed (see $OUT/static-image.log)"
+if ! skipped static || ! skipped footprint; then
+  build_static_image || die "building $STATIC_IMAGE failed (see $OUT/static-image.log)"
+fi
 
 # ------------------------------------------------------------------ metadata
 GIT_REV=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -251,9 +288,10 @@ jq -n \
   --arg cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --arg kernel "$(uname -r)" --arg mem "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
   --arg nbgate "$GIT_REV$( [ "$GIT_DIRTY" -gt 0 ] && echo "+dirty")${NBGATE_BIN:+ (measured: $NBGATE_BIN)}" \
-  --arg nginx "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
+  --arg nginx "$(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/.*nginx\///')" \
   --arg chp "$(configurable-http-proxy --version 2>/dev/null | tail -1)" --arg node "$(node --version 2>/dev/null)" \
-  --arg wrk "$(wrk -v 2>&1 | head -1 | awk '{print $2}')" --arg hyperfine "$(hyperfine --version | awk '{print $2}')" \
+  --arg wrk "$(command -v wrk >/dev/null && wrk -v 2>&1 | head -1 | awk '{print $2}')" \
+  --arg hyperfine "$(hyperfine --version 2>/dev/null | awk '{print $2}')" \
   --arg docker "$(docker version -f '{{.Server.Version}}' 2>/dev/null)" \
   --arg jupyterlab "$(docker run --rm --entrypoint /opt/nbgate/bin/jupyter "$NOTEBOOK_IMAGE" lab --version 2>/dev/null)" \
   --arg jupyterhub "$JUPYTERHUB_VERSION" --arg dockerspawner "$DOCKERSPAWNER_VERSION" --arg nativeauth "$NATIVEAUTH_VERSION" \
@@ -380,12 +418,14 @@ nbgate_start() {
   local name=$1 inst=$2 image=$3 pool=$4 wait=$5; shift 5
   NB_PID= NB_URL= NB_REASON=
   if [ -n "$NB_BUILD_ERR" ]; then NB_REASON=$NB_BUILD_ERR; return 1; fi
-  local port st=$OUT/state-$inst
+  local port st=$OUT/state-$inst pin=$PIN_PROXY
+  # NB_UNPINNED=1: the accounts scenarios run the gateway on every core, as deployed.
+  [ -z "${NB_UNPINNED:-}" ] || pin=
   port=$(free_port); mkdir -p "$st"
   INSTANCES+=("$inst"); STATE_DIRS+=("$st")
   env NBGATE_INSTANCE="$inst" NBGATE_STATE_DIR="$st" NBGATE_BIND="127.0.0.1:$port" NBGATE_AUTH=ephemeral \
     NBGATE_POOL_SIZE="$pool" NBGATE_IMAGE="$image" NBGATE_IDLE_TIMEOUT=2h NBGATE_LOG_FORMAT=json "$@" \
-    $PIN_PROXY "$NB_BIN" serve >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    $pin "$NB_BIN" serve >"$OUT/$name.out" 2>"$OUT/$name.err" &
   NB_PID=$!; PIDS+=("$NB_PID")
   local end=$(( $(date +%s) + 30 ))
   until grep -q "nbgate listening on http://127.0.0.1:$port" "$OUT/$name.out" 2>/dev/null; do
@@ -560,7 +600,7 @@ for cap in "$(( (NOFILE - 300) / 2 )):our nofile $NOFILE, 2 per proxied connecti
            "8000:nbgate's containers have nofile 8192"; do
   if [ "${cap%%:*}" -lt "$WS_IDLE" ]; then WS_IDLE=${cap%%:*}; WS_IDLE_WHY=${cap#*:}; fi
 done
-if [ "$WS_IDLE" -lt "$WS_IDLE_WANT" ]; then
+if [ "$WS_IDLE" -lt "$WS_IDLE_WANT" ] && ! skipped static && ! skipped ws; then
   note 3 "idle WebSockets: $WS_IDLE instead of $WS_IDLE_WANT ($WS_IDLE_WHY)"
 fi
 
@@ -796,6 +836,188 @@ phase_footprint() {
   nbgate_stop "$inst"
 }
 
+# ------------------------------------------------------------------ accounts scenarios
+# Both run nbgate in accounts mode, unpinned (every core, as deployed), bcrypt cost 10
+# (NBGATE_BCRYPT_COST; the default 12 is 4× slower and would only lengthen the bench).
+
+# nbgate_stop_accounts INSTANCE — stop the gateway, remove its containers, unmount the
+# state dir's slot mounts, then remove its volumes and network.
+nbgate_stop_accounts() {
+  local inst=$1 ids
+  [ -z "$NB_PID" ] || kill_pid "$NB_PID"
+  NB_PID=
+  ids=$(docker ps -aq --filter "label=nbgate.instance=$inst" 2>/dev/null)
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
+  unmount_under "$OUT/state-$inst"
+  cleanup_instance "$inst"
+}
+
+# nbgate_log_problems NAME — ERROR/WARN lines and panics of a gateway's log, as JSON.
+nbgate_log_problems() {
+  local f=("$OUT/$1.err" "$OUT/$1.out")
+  jq -cn --argjson errors "$(cat "${f[@]}" 2>/dev/null | grep -c '"level":"ERROR"')" \
+    --argjson warns "$(cat "${f[@]}" 2>/dev/null | grep -c '"level":"WARN"')" \
+    --argjson panics "$(cat "${f[@]}" 2>/dev/null | grep -c 'panicked')" \
+    --arg first "$(cat "${f[@]}" 2>/dev/null | grep -E '"level":"(ERROR|WARN)"|panicked' | head -5 | cut -c1-400)" \
+    '{errors:$errors, warnings:$warns, panics:$panics, first:($first | split("\n") | map(select(length>0)))}'
+}
+
+# nbgate_metrics_json — a few counters and gauges of /hub/metrics, as JSON.
+nbgate_metrics_json() {
+  curl -s --max-time 5 "$NB_URL/hub/metrics" | awk '
+    /^nbgate_(recycles_total|websockets_open|websockets_total|registrations_total|logins_total|login_failures_total|queue_waiting|pool_warm|pool_assigned)/ {
+      k=$1; gsub(/"/, "", k); printf "%s\"%s\": %s", (n++ ? ", " : "{"), k, $2 }
+    END { print (n ? "}" : "{}") }'
+}
+
+# mem_parts PID — VmRSS and its parts (KiB) as JSON: anonymous (heap, stacks) and file-backed
+# (the binary's code and data pages, paged in on first use).
+mem_parts() {
+  awk '/^(VmRSS|RssAnon|RssFile|RssShmem|VmHWM):/ {gsub(":", "", $1); printf "%s\"%s\": %s", (n++ ? ", " : "{"), $1, $2}
+       END {print (n ? "}" : "null")}' "/proc/$1/status" 2>/dev/null || echo null
+}
+
+nbgate_settled() { # POOL — nobody assigned, the pool full again
+  local h; h=$(nbgate_health)
+  [ "$(jq -r '.pool.assigned' <<<"$h" 2>/dev/null)" = 0 ] && [ "$(jq -r '.pool.warm' <<<"$h" 2>/dev/null)" -ge "$1" ] 2>/dev/null
+}
+
+# CPUs a process may run on (the bcrypt Hasher sizes its semaphore to this).
+cpus_of() { local l; l=$(awk '/^Cpus_allowed_list:/ {print $2}' "/proc/$1/status" 2>/dev/null)
+  python3 -c 'import sys
+n=0
+for part in sys.argv[1].split(","):
+    if not part: continue
+    a,_,b=part.partition("-"); n += (int(b) if b else int(a)) - int(a) + 1
+print(n)' "${l:-}"; }
+
+# Attendees (the issue "50 simulated attendees"): staggered arrivals; each registers,
+# runs code in a kernel that writes ~/work/attendee-<i>.txt, goes idle until the culler
+# recycles the server, logs in again, reads the file back, logs out.
+phase_attendees() {
+  local inst=${RUN_ID}a n=$ATTENDEES pool=6 cap=40 key j idle_s
+  key=bench-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  idle_s=$(python3 -c 'import re,sys; m=re.fullmatch(r"(\d+)([smh]?)", sys.argv[1]); print(int(m[1])*{"":1,"s":1,"m":60,"h":3600}[m[2]])' "$ATTENDEE_IDLE")
+  log "attendees: $n attendees ${ATTENDEE_GAP}s apart, idle timeout $ATTENDEE_IDLE, pool $pool, cap $cap"
+  if ! NB_UNPINNED=1 nbgate_start nbgate-attendees "$inst" "$NOTEBOOK_IMAGE" "$pool" $(( 60 + pool * 10 )) \
+       NBGATE_AUTH=accounts NBGATE_REGISTRATION_KEY="$key" NBGATE_BCRYPT_COST=10 \
+       NBGATE_IDLE_TIMEOUT="$ATTENDEE_IDLE" NBGATE_MAX_CONTAINERS="$cap"; then
+    nbgate_na attendees "$NB_REASON"; nbgate_stop_accounts "$inst"; return
+  fi
+  sleep 5   # the pool's start-up work done; the gateway at rest
+  local rss0 mem0; rss0=$(rss_kib "$NB_PID"); mem0=$(mem_parts "$NB_PID")
+  j=$($LOADGEN attendees --gateway "$NB_URL" --n "$n" --key "$key" --gap "$ATTENDEE_GAP" \
+      --idle-wait $(( idle_s + 90 )) --timeout 240 --pid "$NB_PID" --instance "$inst" 2>>"$OUT/loadgen.err")
+  [ -n "$j" ] || j=null
+  # Everyone has logged out: wait until no server is assigned and the pool is full
+  # again (the refill's last starts finished), then let the gateway settle: 15 s, so
+  # that tokio's idle blocking threads (kept 10 s) are gone too.
+  wait_until 120 nbgate_settled "$pool" || note attendees "the pool did not settle (health: $(nbgate_health | head -c 200))"
+  sleep 15
+  local rss1 mem1; rss1=$(rss_kib "$NB_PID"); mem1=$(mem_parts "$NB_PID")
+  record attendees jupyter nbgate run "$(jq -c 'del(.each)' <<<"$j" 2>/dev/null || echo null)"
+  jq -c '.each' <<<"$j" >"$OUT/attendees-each.json" 2>/dev/null
+  record attendees jupyter nbgate rss_before_kib "$rss0"
+  record attendees jupyter nbgate rss_after_kib "$rss1"
+  record attendees jupyter nbgate mem_before "$mem0"
+  record attendees jupyter nbgate mem_after "$mem1"
+  log "attendees: $(jq -c '{ok, errors, five_xx, files_lost, files_mismatched, usable_p50: .usable.p50_ms, usable_p99: .usable.p99_ms, wall_s}' <<<"$j" 2>/dev/null); RSS $(( rss0 / 1024 )) → $(( rss1 / 1024 )) MiB"
+  # A second, smaller round on the same gateway: growth that repeats per attendee is
+  # a leak; growth that does not was a one-time cost (code run for the first time,
+  # SQLite connections opened under load with their page caches, allocator arenas).
+  if [ "$ATTENDEE_ROUND2" -gt 0 ] && budget_ok 120; then
+    log "attendees: second round of $ATTENDEE_ROUND2 on the same gateway"
+    local j2 rss2 mem2
+    j2=$($LOADGEN attendees --gateway "$NB_URL" --n "$ATTENDEE_ROUND2" --first "$n" --key "$key" --gap "$ATTENDEE_GAP" \
+        --idle-wait $(( idle_s + 90 )) --timeout 240 --pid "$NB_PID" --instance "$inst" 2>>"$OUT/loadgen.err")
+    wait_until 120 nbgate_settled "$pool" || note attendees "round 2: the pool did not settle"
+    sleep 15
+    rss2=$(rss_kib "$NB_PID"); mem2=$(mem_parts "$NB_PID")
+    record attendees jupyter nbgate run2 "$(jq -c 'del(.each)' <<<"$j2" 2>/dev/null || echo null)"
+    jq -c '.each' <<<"$j2" >"$OUT/attendees-round2-each.json" 2>/dev/null
+    record attendees jupyter nbgate rss_after2_kib "$rss2"
+    record attendees jupyter nbgate mem_after2 "$mem2"
+    log "attendees round 2: $(jq -c '{ok, errors, five_xx, files_lost, files_mismatched}' <<<"$j2" 2>/dev/null); RSS → $(( rss2 / 1024 )) MiB"
+  fi
+  record attendees jupyter nbgate metrics "$(nbgate_metrics_json)"
+  record attendees jupyter nbgate log "$(nbgate_log_problems nbgate-attendees)"
+  record attendees jupyter nbgate settings "$(jq -cn --argjson n "$n" --argjson gap "$ATTENDEE_GAP" --arg idle "$ATTENDEE_IDLE" \
+    --argjson cull "$(awk -v s="$idle_s" 'BEGIN { c = s / 10; if (c < 1) c = 1; if (c > 30) c = 30; print c }')" \
+    --argjson pool "$pool" --argjson cap "$cap" '{attendees:$n, gap_s:$gap, idle_timeout:$idle, culler_every_s:$cull, pool:$pool, cap:$cap, bcrypt_cost:10}')"
+  [ "$(jq -r '.errors // 0' <<<"$j")" = 0 ] || log "attendees: first errors: $(jq -c '.error_list[0:3]' <<<"$j")"
+  nbgate_stop_accounts "$inst"
+}
+
+# Logins (SECURITY.md "200 concurrent logins"): STORM users log in at once with the cap
+# well below; one signed-in user polls its server meanwhile.
+phase_logins() {
+  local inst=${RUN_ID}l n=$STORM cap=$STORM_CAP pool key pw j b
+  pool=$(( cap > 5 ? 4 : cap - 1 ))   # the running user holds one server
+  key=bench-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  pw=pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  log "logins: registering 1 + $n users (gateway with cap 1: registrations wait in line instead of starting containers)"
+  # 1. Accounts, through the register form. nbgate has no CLI to create users, and a
+  #    registration signs in and asks for a server: with a cap of 1 that the running
+  #    user takes first, the others are queued and no container is started for them.
+  if ! NB_UNPINNED=1 nbgate_start nbgate-logins-register "$inst" "$NOTEBOOK_IMAGE" 1 90 \
+       NBGATE_AUTH=accounts NBGATE_REGISTRATION_KEY="$key" NBGATE_BCRYPT_COST=10 NBGATE_MAX_CONTAINERS=1; then
+    nbgate_na logins "$NB_REASON"; nbgate_stop_accounts "$inst"; return
+  fi
+  j=$($LOADGEN register-users --gateway "$NB_URL" --key "$key" --prefix runner --n 1 --password "$pw" 2>>"$OUT/loadgen.err")
+  b=$($LOADGEN register-users --gateway "$NB_URL" --key "$key" --prefix user --n "$n" --password "$pw" --concurrency 4 2>>"$OUT/loadgen.err")
+  record logins jupyter nbgate register "$(jq -c --argjson r "${j:-null}" '{runner: $r, users: .}' <<<"${b:-null}")"
+  log "logins: registered $(jq -r '.registered' <<<"$b") of $n in $(jq -r '.seconds | floor' <<<"$b") s, runner $(jq -r '.registered' <<<"$j")"
+  if [ "$(jq -r '.registered' <<<"$b")" != "$n" ] || [ "$(jq -r '.registered' <<<"$j")" != 1 ]; then
+    nbgate_na logins "registration failed: $(jq -c '.error_list[0:2]' <<<"$b") $(jq -c '.error_list[0:1]' <<<"$j")"
+    nbgate_stop_accounts "$inst"; return
+  fi
+  # 2. The measured gateway: same state, cap STORM_CAP, a pool of 4. A restart keeps
+  #    the running user's container and session (they are adopted).
+  record logins jupyter nbgate log_register "$(nbgate_log_problems nbgate-logins-register)"
+  kill_pid "$NB_PID"; NB_PID=
+  if ! NB_UNPINNED=1 nbgate_start nbgate-logins "$inst" "$NOTEBOOK_IMAGE" "$pool" $(( 60 + pool * 10 )) \
+       NBGATE_AUTH=accounts NBGATE_REGISTRATION_KEY="$key" NBGATE_BCRYPT_COST=10 NBGATE_MAX_CONTAINERS="$cap"; then
+    nbgate_na logins "$NB_REASON"; nbgate_stop_accounts "$inst"; return
+  fi
+  sleep 3
+  local bc; bc=$($LOADGEN bcrypt-time --cost 10 --n 5 2>>"$OUT/loadgen.err")
+  record logins - bcrypt cost10 "${bc:-null}"
+  local bound; bound=$(cpus_of "$NB_PID")
+  record logins jupyter nbgate bcrypt_bound "$bound"
+  log "logins: $n logins at once (cap $cap, pool $pool; bcrypt cost 10 $(jq -r .median_ms <<<"$bc") ms, at most $bound at once)"
+  j=$($LOADGEN login-storm --gateway "$NB_URL" --prefix user --n "$n" --password "$pw" --runner runner0 \
+      --rate 20 --before 10 --after 5 --timeout 180 --pid "$NB_PID" --instance "$inst" --wait-warm "$pool" 2>>"$OUT/loadgen.err")
+  [ -n "$j" ] || j=null
+  record logins jupyter nbgate storm "$(jq -c 'del(.each)' <<<"$j" 2>/dev/null || echo null)"
+  jq -c '.each' <<<"$j" >"$OUT/logins-each.json" 2>/dev/null
+  record logins jupyter nbgate metrics "$(nbgate_metrics_json)"
+  record logins jupyter nbgate log "$(nbgate_log_problems nbgate-logins)"
+  record logins jupyter nbgate settings "$(jq -cn --argjson n "$n" --argjson cap "$cap" --argjson pool "$pool" '{logins:$n, cap:$cap, pool:$pool, bcrypt_cost:10, runner_rate_per_s:20}')"
+  log "logins: $(jq -c '{lab, queued, errors, five_xx, all_answered_ms, runner_p99_before: .runner.before.p99_ms, runner_p99_during: .runner.during.p99_ms}' <<<"$j" 2>/dev/null)"
+  [ "$(jq -r '.errors // 0' <<<"$j")" = 0 ] || log "logins: first errors: $(jq -c '.error_list[0:3]' <<<"$j")"
+  # Control: the same storm with the cap at 1 + the pool, so that no container starts
+  # while it lasts (the admitted take warm ones, the refill has no room). What is left
+  # is the gateway's own work: bcrypt, the DB, the queue pages.
+  if [ "$STORM_CONTROL" = 1 ] && budget_ok 90; then
+    local ids; kill_pid "$NB_PID"; NB_PID=
+    ids=$(docker ps -aq --filter "label=nbgate.instance=$inst" 2>/dev/null)
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
+    unmount_under "$OUT/state-$inst"   # nbgate makes its slots mount again at start
+    if NB_UNPINNED=1 nbgate_start nbgate-logins-control "$inst" "$NOTEBOOK_IMAGE" 4 100 \
+         NBGATE_AUTH=accounts NBGATE_REGISTRATION_KEY="$key" NBGATE_BCRYPT_COST=10 NBGATE_MAX_CONTAINERS=5; then
+      log "logins (control): $n logins at once, cap 5 = the running user + a pool of 4: no container starts meanwhile"
+      j=$($LOADGEN login-storm --gateway "$NB_URL" --prefix user --n "$n" --password "$pw" --runner runner0 \
+          --rate 20 --before 10 --after 5 --timeout 180 --pid "$NB_PID" --instance "$inst" --wait-warm 4 2>>"$OUT/loadgen.err")
+      record logins jupyter nbgate control "$(jq -c 'del(.each)' <<<"${j:-null}" 2>/dev/null || echo null)"
+      record logins jupyter nbgate log_control "$(nbgate_log_problems nbgate-logins-control)"
+      log "logins (control): $(jq -c '{lab, queued, errors, five_xx, all_posts_answered_ms, runner_p99_before: .runner.before.p99_ms, runner_p99_during: .runner.during.p99_ms}' <<<"$j" 2>/dev/null)"
+    else
+      note logins "control storm: $NB_REASON"
+    fi
+  fi
+  nbgate_stop_accounts "$inst"
+}
+
 # ------------------------------------------------------------------ phase C: JupyterHub
 ensure_hub_venv() {
   local have
@@ -925,6 +1147,16 @@ if ! skipped hub; then
   if budget_ok 150; then phase_hub; else note 5 "JupyterHub baseline: skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
 fi
 measure_bcrypt
+if ! skipped attendees; then
+  if [ -n "$NB_BUILD_ERR" ]; then nbgate_na attendees "$NB_BUILD_ERR"
+  elif budget_ok 420; then phase_attendees
+  else note attendees "skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
+fi
+if ! skipped logins; then
+  if [ -n "$NB_BUILD_ERR" ]; then nbgate_na logins "$NB_BUILD_ERR"
+  elif budget_ok 240; then phase_logins
+  else note logins "skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
+fi
 if ! skipped footprint; then
   if [ -n "$NB_BUILD_ERR" ]; then nbgate_na 7 "$NB_BUILD_ERR"
   elif budget_ok $(( 60 + SESSIONS )); then phase_footprint
@@ -933,5 +1165,9 @@ fi
 
 jq --argjson s "$(elapsed)" --argjson setup "$SETUP_S" --argjson idle "$WS_IDLE" \
   '.settings.total_seconds=$s | .settings.setup_seconds=$setup | .settings.ws_idle_connections=$idle' "$META" >"$META.tmp" && mv "$META.tmp" "$META"
-python3 "$here/report.py" "$OUT" "$here/report.md" "$here/report.json" || die "report.py failed"
-log "done in $(elapsed) s: bench/report.md, bench/report.json (work files in ${OUT#$root/})"
+# A partial run (BENCH_ONLY) does not replace the full run's bench/report.md: its report
+# stays with its work files.
+REPORT_DIR=$here
+[ -z "${BENCH_ONLY:-}" ] || REPORT_DIR=$OUT
+python3 "$here/report.py" "$OUT" "$REPORT_DIR/report.md" "$REPORT_DIR/report.json" || die "report.py failed"
+log "done in $(elapsed) s: ${REPORT_DIR#$root/}/report.md, ${REPORT_DIR#$root/}/report.json (work files in ${OUT#$root/})"

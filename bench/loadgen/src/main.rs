@@ -10,6 +10,8 @@
 //!                    start a kernel and open its WebSocket; times each step.
 //! * `visit`        — nbgate ephemeral login (`GET /` → 302 + cookie) then `ready`, N at once.
 //! * `hub-signup` / `hub-login` — the JupyterHub + NativeAuthenticator flow, N at once.
+//! * `register-users`, `attendees`, `login-storm`, `bcrypt-time` — accounts-mode
+//!                    scenarios (src/scenarios.rs).
 //!
 //! Every command prints one JSON object on stdout. Loops are bounded by count and time.
 
@@ -35,6 +37,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+mod scenarios;
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "nbgate benchmark tools; each prints one JSON object")]
@@ -164,6 +168,90 @@ enum Cmd {
         #[arg(long, default_value_t = 180.0)]
         timeout: f64,
     },
+    /// nbgate accounts: register N users `<prefix>0…` through /hub/register.
+    RegisterUsers {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// nbgate accounts: N attendees arriving --gap s apart, each registering, running
+    /// code in a kernel that writes a file, going idle until recycled, logging in again
+    /// and reading the file back.
+    Attendees {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value_t = 50)]
+        n: usize,
+        /// Number of the first attendee (a later round on the same gateway).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 3.0)]
+        gap: f64,
+        /// Longest wait, after the kernel WebSocket closes, for the server to be recycled.
+        #[arg(long, default_value_t = 120.0)]
+        idle_wait: f64,
+        /// Longest wait for a lab after a register/login (starting and queue pages).
+        #[arg(long, default_value_t = 240.0)]
+        timeout: f64,
+        #[arg(long, default_value_t = 4096)]
+        payload_bytes: usize,
+        /// The gateway's pid: VmRSS and threads sampled throughout.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The gateway's NBGATE_INSTANCE: files not read back through it are checked on the volumes.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// nbgate accounts: N logins at once (users `<prefix>0…`) while --runner, signed in,
+    /// polls its server's api/status at --rate; each login followed to its lab or the queue.
+    LoginStorm {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        runner: String,
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seconds of polling before the storm (the baseline).
+        #[arg(long, default_value_t = 10.0)]
+        before: f64,
+        /// Seconds of polling after every login has its answer.
+        #[arg(long, default_value_t = 5.0)]
+        after: f64,
+        #[arg(long, default_value_t = 180.0)]
+        timeout: f64,
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The gateway's NBGATE_INSTANCE: also poll the runner's container directly.
+        #[arg(long)]
+        instance: Option<String>,
+        /// After the running user's login, wait for this many warm containers (no start in the baseline).
+        #[arg(long)]
+        wait_warm: Option<u64>,
+    },
+    /// Time bcrypt verify at a cost (median of N).
+    BcryptTime {
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+        #[arg(long, default_value_t = 5)]
+        n: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -218,6 +306,22 @@ async fn run(cmd: Cmd) -> Result<Value> {
         Cmd::HubLogin { hub, users, password, token, kernel, timeout } => {
             hub_login(&hub, &users, &password, &token, kernel, timeout).await
         }
+        Cmd::RegisterUsers { gateway, key, prefix, n, password, concurrency } => {
+            scenarios::register_users(&gateway, &key, &prefix, n, &password, concurrency).await
+        }
+        Cmd::Attendees { gateway, n, first, key, gap, idle_wait, timeout, payload_bytes, pid, instance } => {
+            scenarios::attendees(scenarios::AttendeeOpts {
+                gateway, n, first, key, gap, idle_wait, timeout, payload_bytes, pid, instance,
+            })
+                .await
+        }
+        Cmd::LoginStorm { gateway, prefix, n, password, runner, rate, before, after, timeout, pid, instance, wait_warm } => {
+            scenarios::login_storm(scenarios::StormOpts {
+                gateway, prefix, n, password, runner, rate, before, after, timeout, pid, instance, wait_warm,
+            })
+                .await
+        }
+        Cmd::BcryptTime { cost, n } => tokio::task::spawn_blocking(move || scenarios::bcrypt_time(cost, n)).await?,
     }
 }
 
