@@ -64,9 +64,14 @@ pub async fn run(app: App, shutdown: CancellationToken) {
     }
 }
 
+/// Recycles run at once, up to this many: each waits seconds for Jupyter to
+/// save and stop, and one at a time made idle servers outlive their timeout.
+const PARALLEL_RECYCLES: usize = 4;
+
 /// One round over every assigned server.
 pub async fn cull_once(app: &App) {
     let now_s = now_secs() as i64;
+    let mut recycles = tokio::task::JoinSet::new();
     for route in app.routes.all() {
         if kernels_busy(app, &route).await {
             route.touch();
@@ -84,9 +89,14 @@ pub async fn cull_once(app: &App) {
             expired,
         };
         if let Some(reason) = decide(&o, app.config.idle_timeout, app.config.max_age) {
-            recycle_if_current(app, &route, &reason).await;
+            while recycles.len() >= PARALLEL_RECYCLES {
+                let _ = recycles.join_next().await;
+            }
+            let app = app.clone();
+            recycles.spawn(async move { recycle_if_current(&app, &route, &reason).await });
         }
     }
+    while recycles.join_next().await.is_some() {}
 }
 
 /// Recycle `route`, but only if it is still the one its user holds: a login

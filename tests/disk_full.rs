@@ -261,6 +261,13 @@ async fn fault_disk_full_volume() {
     let saved = "x".repeat(100_000);
     alice.put_file(&slot, "work/saved.txt", &saved).await;
     assert_eq!(alice.logout().await.status(), 302);
+    // Logout recycles behind its answer: wait until the volume is unbound.
+    gw.wait_warm(1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::containers(&t).len() != 1 {
+        assert!(Instant::now() < deadline, "alice's server was not recycled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Alice's volume becomes a small disk holding what she saved.
     let volume = common::volumes(&t).pop().unwrap();

@@ -18,7 +18,11 @@ use crate::proxy::routes::{now_secs, Route, SessionHash};
 use crate::volumes::{self, bind};
 
 /// How long a background start waits for a warm container.
-const WARM_WAIT: Duration = Duration::from_secs(120);
+/// A login waits in line for a warm container while the pool keeps producing
+/// them (slow starts on a busy host are not a failure), unless none has become
+/// ready for `WARM_STALL`, and at most `WARM_LIMIT`.
+const WARM_STALL: Duration = Duration::from_secs(120);
+const WARM_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// Where a user's server stands.
 pub enum ServerState {
@@ -155,7 +159,7 @@ async fn ensure_server_inner(app: &App, user: &UserRow, session: SessionHash) ->
 async fn start_in_background(app: App, user: UserRow, session: SessionHash) {
     let started = Instant::now();
     let result = if app.hot_bind && app.config.pool_size > 0 {
-        match app.pool.acquire(WARM_WAIT).await {
+        match app.pool.acquire(WARM_STALL, WARM_LIMIT).await {
             Some(taken) => {
                 let _guard = app.binder.lock(user.id).await;
                 bind_into(&app, taken, &user, session).await.map(|_| ())

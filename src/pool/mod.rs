@@ -40,6 +40,24 @@ struct State {
     /// Taken from the pool but not yet in the routing table: still counts
     /// against the cap, or a refill in between could overshoot it.
     taken: u32,
+    /// Tickets of those waiting for a warm container, first come first served.
+    line: VecDeque<u64>,
+    next_ticket: u64,
+    /// When the last warm container became ready: waiting is worth it while
+    /// the pool keeps producing.
+    produced_at: Option<tokio::time::Instant>,
+}
+
+impl State {
+    fn blocked_by_full_disk(&self) -> bool {
+        self.warm.is_empty() && self.start_error.as_deref().is_some_and(crate::web::pages::is_disk_full)
+    }
+
+    fn take_warm(&mut self) -> Option<Warm> {
+        let warm = self.warm.pop_front()?;
+        self.taken += 1;
+        Some(warm)
+    }
 }
 
 /// Numbers for /hub/health and metrics.
@@ -98,31 +116,52 @@ impl Pool {
         }
     }
 
-    /// Take the oldest warm container, if any. It counts against the cap until
-    /// the returned guard is dropped: drop it after the route is in the table.
+    /// Take the oldest warm container, if any and nobody is waiting for one
+    /// (they came first). It counts against the cap until the returned guard
+    /// is dropped: drop it after the route is in the table.
     pub fn take(&self) -> Option<Taken<'_>> {
         let mut s = self.state();
-        let warm = s.warm.pop_front()?;
-        s.taken += 1;
+        if !s.line.is_empty() {
+            return None;
+        }
+        let warm = s.take_warm()?;
         Some(Taken { pool: self, warm })
     }
 
-    /// Take a warm container, waiting up to `wait` for one to become ready;
-    /// `None` at once if Docker is (or goes) away or starts fail on a full disk.
-    pub async fn acquire(&self, wait: Duration) -> Option<Taken<'_>> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// Wait in line for a warm container: first come, first served. Gives up
+    /// when none has become ready for `stall` (the pool is stuck), after
+    /// `limit` in all, or at once if Docker is (or goes) away or starts fail
+    /// on a full disk.
+    pub async fn acquire(&self, stall: Duration, limit: Duration) -> Option<Taken<'_>> {
+        let start = tokio::time::Instant::now();
+        let place = {
+            let mut s = self.state();
+            s.next_ticket += 1;
+            let ticket = s.next_ticket;
+            s.line.push_back(ticket);
+            Place { pool: self, ticket }
+        };
         loop {
-            // Register interest before checking, so an addition in between is not missed.
-            let added = self.warm_added.notified();
-            if let Some(w) = self.take() {
-                return Some(w);
-            }
-            if !self.docker_up() || self.blocked_by_full_disk() {
+            // Register interest before checking, so a change in between is not missed.
+            let changed = self.warm_added.notified();
+            let deadline = {
+                let mut s = self.state();
+                if s.line.front() == Some(&place.ticket) {
+                    if let Some(warm) = s.take_warm() {
+                        drop(s);
+                        return Some(Taken { pool: self, warm });
+                    }
+                }
+                if !s.docker_up || s.blocked_by_full_disk() {
+                    return None;
+                }
+                let progress = s.produced_at.map_or(start, |p| p.max(start));
+                (progress + stall).min(start + limit)
+            };
+            if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return self.take();
-            }
+            let _ = tokio::time::timeout_at(deadline, changed).await;
         }
     }
 
@@ -132,6 +171,7 @@ impl Pool {
             s.starting.remove(&warm.slot);
             s.failures = 0;
             s.start_error = None;
+            s.produced_at = Some(tokio::time::Instant::now());
             s.warm.push_back(warm);
         }
         self.warm_added.notify_waiters();
@@ -231,12 +271,30 @@ impl Pool {
     /// Nothing warm and starts fail because a disk is full: waiting will not
     /// help until the organizer frees space, so say so instead of "starting".
     pub fn blocked_by_full_disk(&self) -> bool {
-        let s = self.state();
-        s.warm.is_empty() && s.start_error.as_deref().is_some_and(crate::web::pages::is_disk_full)
+        self.state().blocked_by_full_disk()
+    }
+
+    /// How many wait in line for a warm container.
+    pub fn waiting(&self) -> usize {
+        self.state().line.len()
     }
 
     pub(crate) fn failures(&self) -> u32 {
         self.state().failures
+    }
+}
+
+/// A place in the line for warm containers; leaving it (served, gave up or
+/// cancelled) lets the next one in line look.
+struct Place<'a> {
+    pool: &'a Pool,
+    ticket: u64,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.pool.state().line.retain(|t| *t != self.ticket);
+        self.pool.warm_added.notify_waiters();
     }
 }
 
@@ -299,12 +357,85 @@ mod tests {
         let pool = std::sync::Arc::new(Pool::new());
         pool.set_docker_up(true);
         let p = pool.clone();
-        let waiter =
-            tokio::spawn(async move { p.acquire(Duration::from_secs(10)).await.map(|t| t.warm.clone()) });
+        let waiter = tokio::spawn(async move {
+            p.acquire(Duration::from_secs(10), Duration::from_secs(10)).await.map(|t| t.warm.clone())
+        });
         tokio::time::sleep(Duration::from_secs(3)).await;
         pool.push_warm(warm(7));
         assert_eq!(waiter.await.unwrap().unwrap().container_id, "c7");
-        assert!(pool.acquire(Duration::from_secs(5)).await.is_none(), "times out when none comes");
+        assert!(
+            pool.acquire(Duration::from_secs(5), Duration::from_secs(5)).await.is_none(),
+            "times out when none comes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order_and_nobody_jumps_the_line() {
+        let pool = std::sync::Arc::new(Pool::new());
+        pool.set_docker_up(true);
+        let mut waiters = Vec::new();
+        for n in 0..3 {
+            let p = pool.clone();
+            waiters.push(tokio::spawn(async move {
+                let t = p.acquire(Duration::from_secs(60), Duration::from_secs(60)).await;
+                (n, t.map(|t| t.warm.container_id.clone()))
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // One who gives up leaves the line without holding anyone up.
+        let p = pool.clone();
+        let quitter = tokio::spawn(async move {
+            p.acquire(Duration::from_secs(60), Duration::from_secs(60)).await.is_some()
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        quitter.abort();
+        assert_eq!(pool.waiting(), 4);
+        let _ = quitter.await;
+        assert_eq!(pool.waiting(), 3);
+        for i in 1..=3u8 {
+            pool.push_warm(warm(i));
+            // A login that finds a warm container must not take it from those waiting.
+            assert!(pool.take().is_none(), "jumped the line");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (i, w) in waiters.into_iter().enumerate() {
+            let (n, id) = w.await.unwrap();
+            assert_eq!((n, id.as_deref()), (i, Some(format!("c{}", i + 1).as_str())));
+        }
+        assert_eq!(pool.waiting(), 0);
+        pool.push_warm(warm(9));
+        assert!(pool.take().is_some(), "with nobody waiting, take works");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_lasts_while_the_pool_produces() {
+        let pool = std::sync::Arc::new(Pool::new());
+        pool.set_docker_up(true);
+        let first = {
+            let p = pool.clone();
+            tokio::spawn(async move {
+                p.acquire(Duration::from_secs(10), Duration::from_secs(3600)).await.is_some()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let second = {
+            let p = pool.clone();
+            tokio::spawn(async move {
+                p.acquire(Duration::from_secs(10), Duration::from_secs(3600)).await.is_some()
+            })
+        };
+        // One container every 8 s: the second waits 16 s, longer than the
+        // 10 s stall allowance, and is still served.
+        for i in 1..=2 {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            pool.push_warm(warm(i));
+        }
+        assert!(first.await.unwrap());
+        assert!(second.await.unwrap());
+        // Nothing produced for the stall time: give up.
+        let started = tokio::time::Instant::now();
+        assert!(pool.acquire(Duration::from_secs(10), Duration::from_secs(3600)).await.is_none());
+        assert!(started.elapsed() <= Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
@@ -313,13 +444,15 @@ mod tests {
         pool.set_docker_up(true);
         let p = pool.clone();
         let started = tokio::time::Instant::now();
-        let waiter = tokio::spawn(async move { p.acquire(Duration::from_secs(30)).await.is_some() });
+        let waiter = tokio::spawn(async move {
+            p.acquire(Duration::from_secs(30), Duration::from_secs(30)).await.is_some()
+        });
         tokio::time::sleep(Duration::from_secs(1)).await;
         pool.set_docker_up(false);
         assert!(!waiter.await.unwrap());
         assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
         let started = tokio::time::Instant::now();
-        assert!(pool.acquire(Duration::from_secs(30)).await.is_none());
+        assert!(pool.acquire(Duration::from_secs(30), Duration::from_secs(30)).await.is_none());
         assert_eq!(started.elapsed(), Duration::ZERO, "no waiting while Docker is down");
     }
 

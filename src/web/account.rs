@@ -557,7 +557,15 @@ async fn logout(app: &App, headers: &HeaderMap) -> Response {
         end_session(app, &hash).await;
     }
     if let (Some((_, u)), true) = (&user, app.config.stop_on_logout) {
-        crate::pool::supervise::recycle_user(app, u.id, &crate::recycle::Reason::Logout).await;
+        // Stopping takes a second or two (Jupyter saves and exits): the person
+        // leaving need not wait. The user's lock, taken here, orders the
+        // recycle before any next login of theirs.
+        let guard = app.binder.lock(u.id).await;
+        let (app, user_id) = (app.clone(), u.id);
+        tokio::spawn(async move {
+            let _guard = guard;
+            crate::pool::supervise::recycle_user_locked(&app, user_id, &crate::recycle::Reason::Logout).await;
+        });
     }
     let mut resp = redirect("/hub/login");
     resp.headers_mut()

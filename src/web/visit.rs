@@ -68,7 +68,7 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
         return restarting();
     }
     let full = app.pool.full(app.config.max_containers, app.routes.len() as u32);
-    let warm = if full { None } else { app.pool.acquire(VISIT_WAIT).await };
+    let warm = if full { None } else { app.pool.acquire(VISIT_WAIT, VISIT_WAIT).await };
     let Some(taken) = warm else {
         if !app.pool.docker_up() {
             return restarting();
