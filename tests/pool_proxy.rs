@@ -328,3 +328,34 @@ async fn a_full_house_gets_the_full_page() {
     assert!(html.contains("No free notebook server"), "{html}");
     assert!(html.contains(r#"http-equiv="refresh""#), "the page refreshes itself");
 }
+
+/// A refill after a burst of logins must not starve the servers people use:
+/// warm containers start with a quarter of the CPU weight and get the full
+/// weight when they are handed out.
+#[tokio::test]
+async fn servers_in_use_outweigh_warm_ones_for_the_cpu() {
+    common::require_docker();
+    let t = TestInstance::new();
+    let gw = Gateway::start(&t, &[("NBGATE_AUTH", "ephemeral"), ("NBGATE_POOL_SIZE", "1")]);
+    gw.wait_warm(1).await;
+    let shares = |id: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.HostConfig.CpuShares}}", id])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().unwrap()
+    };
+    let warm = common::containers(&t);
+    assert_eq!(warm.len(), 1);
+    assert_eq!(shares(&warm[0]), 256, "a warm container yields");
+    let (_, slot) = gw.visit(None).await;
+    let assigned = format!("{}-slot-{slot}", t.name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while shares(&assigned) != 1024 {
+        assert!(std::time::Instant::now() < deadline, "the assigned server never got the full CPU weight");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    gw.wait_warm(1).await;
+    let refilled: Vec<_> = common::containers(&t).into_iter().filter(|id| shares(id) == 256).collect();
+    assert_eq!(refilled.len(), 1, "the refill's new container yields too");
+}

@@ -261,6 +261,7 @@ async fn assign(
     ));
     route.add_owner(session);
     app.routes.insert(route.clone());
+    crate::pool::supervise::promote(app, &warm.container_id);
     tracing::info!(slot = %route.slot, user = user.id, "server assigned");
     Ok(route)
 }

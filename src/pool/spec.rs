@@ -22,6 +22,12 @@ pub const WORK_DIR: &str = "/home/jovyan/work";
 /// terminal; a fork bomb stops here.
 pub const PIDS_LIMIT: i64 = 512;
 
+/// CPU weight of a container someone uses (Docker's default).
+pub const ASSIGNED_CPU_SHARES: i64 = 1024;
+/// CPU weight of a warm container until it is handed out: starting JupyterLabs
+/// (a refill after a burst of logins) yield the CPU to servers people are using.
+pub const WARM_CPU_SHARES: i64 = 256;
+
 /// Docker name of a slot's container.
 pub fn container_name(instance: &str, slot: &SlotId) -> String {
     format!("{instance}-slot-{slot}")
@@ -52,6 +58,7 @@ pub fn notebook_container(
         (SLOT_LABEL.to_string(), slot.to_string()),
     ]);
     let memory = i64::try_from(config.memory_limit).unwrap_or(i64::MAX);
+    let cpu_shares = if matches!(work, Work::Volume(_)) { ASSIGNED_CPU_SHARES } else { WARM_CPU_SHARES };
     let mounts = match work {
         Work::Ephemeral => None,
         Work::Slot(dir) => Some(vec![Mount {
@@ -92,6 +99,7 @@ pub fn notebook_container(
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some((config.cpu_limit * 1e9) as i64),
+            cpu_shares: Some(cpu_shares),
             pids_limit: Some(PIDS_LIMIT),
             ulimits: Some(vec![ResourcesUlimits {
                 name: Some("nofile".into()),

@@ -471,6 +471,8 @@ async fn adopt(
                 route.add_owner(*hash);
             }
             app.routes.insert(route);
+            // Idempotent: the gateway may have stopped before raising it.
+            promote(app, id);
             tracing::info!(%slot, "adopted an assigned container");
             true
         }
@@ -536,6 +538,25 @@ pub async fn recycle_user_locked(app: &App, user_id: i64, reason: &Reason) {
     if let Some(route) = app.routes.by_user(user_id) {
         recycle(app, &route.slot, reason).await;
     }
+}
+
+/// A container was handed to someone: give it a full CPU weight (warm ones
+/// start with less). In the background: the login does not wait for Docker.
+pub fn promote(app: &App, container_id: &str) {
+    let (app, id) = (app.clone(), container_id.to_string());
+    tokio::spawn(async move {
+        let update = bollard::models::ContainerUpdateBody {
+            cpu_shares: Some(crate::pool::spec::ASSIGNED_CPU_SHARES),
+            ..Default::default()
+        };
+        let result = match app.docker.get().await {
+            Ok(docker) => docker.update_container(&id, update).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(container = %short(&id), error = %e, "raising a server's CPU weight");
+        }
+    });
 }
 
 /// Unbind and remove a slot's mount point.

@@ -122,6 +122,7 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
     ));
     route.add_owner(hash);
     app.routes.insert(route.clone());
+    crate::pool::supervise::promote(app, &route.container_id);
     // Now the route counts against the cap instead of the taken container.
     drop(taken);
     app.metrics.visits_assigned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
