@@ -9,7 +9,7 @@
 #
 # Settings (environment):
 #   BENCH_RUNS=3          runs per figure (medians are reported)
-#   BENCH_DURATION=5      seconds per load run
+#   BENCH_DURATION=4      seconds per load run
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=10000   idle WebSockets for bytes/connection (lowered to what nofile allows)
@@ -25,9 +25,9 @@
 #                         and the report is written to bench/out/<run>/ (bench/report.md is
 #                         left as the last full run's)
 #   BENCH_ATTENDEES=50    attendees of the "attendees" phase (accounts mode, idle recycling)
-#   BENCH_ATTENDEE_GAP=3  seconds between two attendees' arrivals
+#   BENCH_ATTENDEE_GAP=2  seconds between two attendees' arrivals
 #   BENCH_ATTENDEE_IDLE=20s  NBGATE_IDLE_TIMEOUT of that phase (culler every tenth of it, ≥ 1 s)
-#   BENCH_ATTENDEE_ROUND2=10 attendees of a second round on the same gateway (0: none): tells
+#   BENCH_ATTENDEE_ROUND2=6 attendees of a second round on the same gateway (0: none): tells
 #                         growth per attendee (a leak) from one-time growth
 #   BENCH_STORM=200       logins at once in the "logins" phase
 #   BENCH_STORM_CAP=12    NBGATE_MAX_CONTAINERS of that phase (well below BENCH_STORM)
@@ -56,7 +56,7 @@ DOCKERSPAWNER_VERSION=14.0.0
 NATIVEAUTH_VERSION=1.3.0
 
 RUNS=${BENCH_RUNS:-3}
-DUR=${BENCH_DURATION:-5}
+DUR=${BENCH_DURATION:-4}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
 WS_IDLE_WANT=${BENCH_WS_IDLE:-10000}
@@ -70,9 +70,9 @@ if [ -n "${BENCH_ONLY:-}" ]; then
   for p in $ALL_PHASES; do [[ " $BENCH_ONLY " == *" $p "* ]] || SKIP="$SKIP$p "; done
 fi
 ATTENDEES=${BENCH_ATTENDEES:-50}
-ATTENDEE_GAP=${BENCH_ATTENDEE_GAP:-3}
+ATTENDEE_GAP=${BENCH_ATTENDEE_GAP:-2}
 ATTENDEE_IDLE=${BENCH_ATTENDEE_IDLE:-20s}
-ATTENDEE_ROUND2=${BENCH_ATTENDEE_ROUND2:-10}
+ATTENDEE_ROUND2=${BENCH_ATTENDEE_ROUND2:-6}
 STORM=${BENCH_STORM:-200}
 STORM_CAP=${BENCH_STORM_CAP:-12}
 STORM_CONTROL=${BENCH_STORM_CONTROL:-1}
