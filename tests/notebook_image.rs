@@ -304,12 +304,10 @@ async fn spare_kernel_is_hidden_then_handed_out_in_the_notebook_directory() {
     assert_eq!(listed[0]["id"], kernel.as_str());
     assert_eq!(nb.get_json("api/status").await["kernels"], 1);
 
-    // A new spare replaces it, again hidden.
-    let ids = nb.wait_spares(2).await;
-    let second = ids[1].clone();
-    assert_ne!(second, spare);
-    assert_eq!(nb.get_json("api/kernels").await.as_array().unwrap().len(), 1);
-    assert_eq!(nb.get_json("api/status").await["kernels"], 1);
+    // Used once: no replacement sits idle in a server someone uses.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(nb.spares_ready().len(), 1, "no second spare");
+    assert_eq!(nb.kernel_processes().len(), 1, "only the user's kernel");
 
     // A restart keeps the notebook's directory and session name.
     let r = nb.req(reqwest::Method::POST, &format!("api/kernels/{kernel}/restart")).send().await.unwrap();
@@ -331,25 +329,47 @@ async fn spare_kernel_is_hidden_then_handed_out_in_the_notebook_directory() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], wanted);
-    assert!(nb.kernel_processes().iter().any(|p| p.contains(&second)), "the spare is still there");
 
-    // The second notebook gets the second spare, in its own directory.
+    // The second notebook starts a kernel the normal way, in its own directory.
     nb.mkdir("work/other").await;
+    let before_second = uptime();
     let kernel2 = nb.session("work/other/b.ipynb").await;
-    assert_eq!(kernel2, second);
+    assert_ne!(kernel2, spare);
     let p = probe(&nb, &kernel2).await;
+    assert!(p.started >= before_second, "a new kernel process");
     assert_eq!(p.cwd, "/home/jovyan/work/other");
     assert_eq!(p.session_name, "/home/jovyan/work/other/b.ipynb");
     assert_eq!(p.execution_count, "1");
-    let third = nb.wait_spares(3).await[2].clone();
     assert_eq!(nb.get_json("api/status").await["kernels"], 3);
+    assert_eq!(nb.spares_ready().len(), 1, "still no second spare");
+}
 
-    // Server shutdown takes the spare down too.
+/// A server stopped before its first notebook (a drained or recycled warm
+/// container) exits: its unused spare does not keep the container alive.
+#[tokio::test]
+async fn a_server_with_an_unused_spare_kernel_stops() {
+    common::require_docker();
+    let t = common::TestInstance::new();
+    let nb = Notebook::start(&t, &[]).await;
+    nb.wait_spares(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let r = nb.req(reqwest::Method::POST, "api/shutdown").send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !nb.logs().contains(&format!("nbgate spare kernel shut down: {third}")) {
-        assert!(Instant::now() < deadline, "the spare was not shut down; log:\n{}", nb.logs());
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &nb.name])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if state == "false 0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not stop cleanly: {state}; log:\n{}",
+            nb.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

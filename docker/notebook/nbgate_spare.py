@@ -67,6 +67,14 @@ class SpareKernelManager(AsyncMappingKernelManager):
         help="Keep one pre-started kernel of the default kernelspec ready.",
     )
 
+    spare_refill = Bool(
+        False,
+        config=True,
+        help="Start a new spare after each handout. Off: one spare per server, for its "
+        "first notebook; a replacement would sit idle in every server in use, costing "
+        "its memory (inside the user's limit) and a kernel start's CPU during login bursts.",
+    )
+
     spare_prepare_timeout = Float(
         20.0,
         config=True,
@@ -81,15 +89,23 @@ class SpareKernelManager(AsyncMappingKernelManager):
         self._spare_task: asyncio.Task | None = None
         self._spare_closing = False
         self._spare_handouts = 0  # handouts in progress (each refills when done)
+        self._spare_started = False  # a first spare was started
 
     # ----------------------------------------------------------------- spare life
     # The first spare is started by the server-extension start hook below,
     # which jupyter_server runs once the event loop is serving (ServerApp
     # _post_start), so server start never waits on it. Later ones are started
-    # right after each handout.
+    # right after each handout only with spare_refill (off by default).
 
     def _refill_spare(self) -> None:
-        if self.spare_enabled and not self._spare_closing and self._spare_task is None:
+        """Start a spare: the first one always, later ones only with spare_refill."""
+        if (
+            self.spare_enabled
+            and not self._spare_closing
+            and self._spare_task is None
+            and (self.spare_refill or not self._spare_started)
+        ):
+            self._spare_started = True
             self._spare_task = asyncio.ensure_future(self._start_spare())
 
     async def _start_spare(self):
@@ -271,16 +287,16 @@ class SpareKernelManager(AsyncMappingKernelManager):
             self._refill_spare()
         return await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs)
 
-    async def shutdown_all(self, now: bool = False) -> None:  # type: ignore[override]
+    async def stop_spare(self, now: bool = False) -> None:
+        """Shut the spare down (if any) and start no other."""
         self._spare_closing = True
         task, self._spare_task = self._spare_task, None
+        km = await task if task is not None else None
+        if km is not None:
+            await self._discard(km, now=now)
 
-        async def drop_spare() -> None:
-            km = await task if task is not None else None
-            if km is not None:
-                await self._discard(km, now=now)
-
-        await asyncio.gather(drop_spare(), super().shutdown_all(now=now))
+    async def shutdown_all(self, now: bool = False) -> None:  # type: ignore[override]
+        await asyncio.gather(self.stop_spare(now=now), super().shutdown_all(now=now))
 
 
 # ------------------------------------------------------------------ server extension
@@ -300,3 +316,4 @@ async def _start_jupyter_server_extension(serverapp) -> None:
     km = getattr(serverapp, "kernel_manager", None)
     if isinstance(km, SpareKernelManager):
         km._refill_spare()
+
