@@ -96,7 +96,7 @@ impl Notebook {
         nbgate::volumes::bind::ensure_shared(&config.slots_dir()).unwrap();
         std::fs::create_dir_all(&slot_dir).unwrap();
         let name = container_name(&config.instance, &slot);
-        let mut body = notebook_container(&config, &slot, &token, Work::Slot(&slot_dir));
+        let body = notebook_container(&config, &slot, &token, Work::Slot(&slot_dir));
         docker
             .create_container(
                 Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }),
