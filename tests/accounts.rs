@@ -277,6 +277,7 @@ async fn rebuild_index_after_losing_the_database() {
     let slot = b.slot_after(b.register("hana", PW, KEY).await).await;
     b.put_file(&slot, "work/thesis.txt", "chapter one").await;
     b.logout().await;
+    common::wait_unbound(&t).await;
     drop(gw);
     for f in ["nbgate.db", "nbgate.db-wal", "nbgate.db-shm"] {
         let _ = std::fs::remove_file(t.state_dir().join(f));

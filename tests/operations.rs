@@ -93,8 +93,9 @@ async fn backup_remove_restore_round_trips_byte_for_byte() {
     assert!(out.contains("backed up 1 volume"), "{out}");
     assert!(cli_ok(&t, &["volume", "verify", "--src", dest.to_str().unwrap()]).contains("ok    "));
 
-    // Lose the volume entirely.
+    // Lose the volume entirely (once logout's recycle has unbound it).
     b.logout().await;
+    common::wait_unbound(&t).await;
     let rm = std::process::Command::new("docker").args(["volume", "rm", &volume]).output().unwrap();
     assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
     let out = cli_ok(&t, &["volume", "restore", "--src", dest.to_str().unwrap(), "--user", "rita"]);
@@ -210,7 +211,16 @@ async fn metrics_parse_and_move_as_things_happen() {
     let kernel = gw.start_kernel(&b.cookie(), &slot).await;
     gw.execute(&b.cookie(), &slot, &kernel, "print(1)").await;
     b.logout().await;
-    let after = get().await;
+    // Logout recycles behind its answer: the counter moves when that is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let after = loop {
+        let m = get().await;
+        if m.contains_key("nbgate_recycles_total{reason=\"logout\"}") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no logout recycle counted: {m:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(after["nbgate_registrations_total"], 1.0);
     assert_eq!(after["nbgate_login_failures_total"], 1.0);
     assert!(after["nbgate_proxied_requests_total"] >= 2.0);

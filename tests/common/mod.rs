@@ -507,3 +507,20 @@ pub fn nbgate_cli(t: &TestInstance, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Logout recycles behind its answer: wait until no user volume is bound
+/// under the instance's slots directory.
+pub async fn wait_unbound(t: &TestInstance) {
+    let slots = t.state_dir().join("slots");
+    let bound = || {
+        nbgate::volumes::bind::mounts()
+            .unwrap()
+            .into_iter()
+            .any(|m| m.mount_point.starts_with(&slots) && m.mount_point != slots)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bound() {
+        assert!(std::time::Instant::now() < deadline, "a volume was still bound 30 s after logout");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
