@@ -261,13 +261,7 @@ async fn fault_disk_full_volume() {
     let saved = "x".repeat(100_000);
     alice.put_file(&slot, "work/saved.txt", &saved).await;
     assert_eq!(alice.logout().await.status(), 302);
-    // Logout recycles behind its answer: wait until the volume is unbound.
-    gw.wait_warm(1).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while common::containers(&t).len() != 1 {
-        assert!(Instant::now() < deadline, "alice's server was not recycled");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_unbound(&t).await;
 
     // Alice's volume becomes a small disk holding what she saved.
     let volume = common::volumes(&t).pop().unwrap();
@@ -292,14 +286,7 @@ async fn fault_disk_full_volume() {
     // Saving more than fits fails with Jupyter's own message (shown by JupyterLab
     // as a save error), and the file saved before is untouched.
     let big = "y".repeat(2_000_000);
-    let r = alice
-        .http
-        .put(alice.user_url(&slot, "api/contents/work/saved.txt"))
-        .header("origin", &alice.base)
-        .json(&serde_json::json!({"type": "file", "format": "text", "content": big}))
-        .send()
-        .await
-        .unwrap();
+    let r = alice.save_file(&slot, "work/saved.txt", &big).await;
     assert!(r.status().is_server_error(), "{}", r.status());
     assert!(r.text().await.unwrap().contains("No space left on device"));
     assert_eq!(

@@ -72,8 +72,9 @@ pub struct Pool {
     state: Mutex<State>,
     /// Wakes the refill loop (a slot was taken, a container died, …).
     pub(crate) wake_refill: Notify,
-    /// Wakes visitors waiting for a warm container.
-    warm_added: Notify,
+    /// Wakes those waiting in line: a container became warm, someone left
+    /// the line, a start failed, or Docker went away.
+    line_moved: Notify,
 }
 
 impl Pool {
@@ -112,7 +113,7 @@ impl Pool {
         if !up {
             // Nobody waiting for a warm container will get one now: let them
             // answer "restarting" instead of waiting out their deadline.
-            self.warm_added.notify_waiters();
+            self.line_moved.notify_waiters();
         }
     }
 
@@ -143,7 +144,7 @@ impl Pool {
         };
         loop {
             // Register interest before checking, so a change in between is not missed.
-            let changed = self.warm_added.notified();
+            let changed = self.line_moved.notified();
             let deadline = {
                 let mut s = self.state();
                 if s.line.front() == Some(&place.ticket) {
@@ -174,7 +175,7 @@ impl Pool {
             s.produced_at = Some(tokio::time::Instant::now());
             s.warm.push_back(warm);
         }
-        self.warm_added.notify_waiters();
+        self.line_moved.notify_waiters();
     }
 
     /// Forget a warm container (it died or was removed). True if it was warm.
@@ -259,7 +260,7 @@ impl Pool {
         let n = s.failures;
         drop(s);
         // Waiters re-check: a full disk will not be fixed by waiting.
-        self.warm_added.notify_waiters();
+        self.line_moved.notify_waiters();
         n
     }
 
@@ -294,7 +295,7 @@ struct Place<'a> {
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.pool.state().line.retain(|t| *t != self.ticket);
-        self.pool.warm_added.notify_waiters();
+        self.pool.line_moved.notify_waiters();
     }
 }
 

@@ -334,14 +334,7 @@ async fn spawn_or_wait(
         ServerState::Queued(position) if on_pending_page => queue_page(position),
         ServerState::Queued(_) => redirect(&pending_url(next)),
         ServerState::DiskFull => crate::web::pages::disk_full(("/hub/home", "Back to your page")),
-        ServerState::DockerDown => {
-            let page = MessagePage::new(
-                "Restarting",
-                "The notebook servers are restarting. This page will take you in as soon as they are back.",
-            )
-            .refresh(5);
-            render(StatusCode::SERVICE_UNAVAILABLE, &page)
-        }
+        ServerState::DockerDown => crate::web::pages::restarting(),
     }
 }
 

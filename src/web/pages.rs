@@ -81,7 +81,18 @@ pub fn is_disk_full(error: &str) -> bool {
     e.contains("database or disk is full")
         || e.contains("no space left on device")
         || e.contains("disk quota exceeded")
-        || e.contains("(code: 13)")
+}
+
+/// 503: Docker is away (restarting). Retries by itself.
+pub fn restarting() -> Response {
+    let page = MessagePage::new(
+        "Restarting",
+        "The notebook servers are restarting. This page will take you in as soon as they are back.",
+    )
+    .refresh(5);
+    let mut resp = render(StatusCode::SERVICE_UNAVAILABLE, &page);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 /// 503: a disk is full. Retries by itself, since freeing space is enough.

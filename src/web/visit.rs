@@ -65,13 +65,13 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
         }
     }
     if !app.pool.docker_up_within(Duration::from_secs(5)).await {
-        return restarting();
+        return crate::web::pages::restarting();
     }
     let full = app.pool.full(app.config.max_containers, app.routes.len() as u32);
     let warm = if full { None } else { app.pool.acquire(VISIT_WAIT, VISIT_WAIT).await };
     let Some(taken) = warm else {
         if !app.pool.docker_up() {
-            return restarting();
+            return crate::web::pages::restarting();
         }
         if app.pool.blocked_by_full_disk() {
             return crate::web::pages::disk_full(("/", "Try again"));
@@ -135,16 +135,6 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
         );
     }
     resp
-}
-
-/// Docker is away: a 503 page that retries by itself.
-fn restarting() -> Response {
-    let page = MessagePage::new(
-        "Restarting",
-        "The notebook servers are restarting. This page will take you in as soon as they are back.",
-    )
-    .refresh(5);
-    with_retry_after(render(StatusCode::SERVICE_UNAVAILABLE, &page), 5)
 }
 
 /// `/user/<slot>/lab` (the configured default URL).

@@ -445,16 +445,20 @@ impl Browser {
         format!("{}/user/{slot}/{path}", self.base)
     }
 
-    /// Write a text file through the contents API.
-    pub async fn put_file(&self, slot: &str, path: &str, text: &str) {
-        let resp = self
-            .http
+    /// Write a text file through the contents API; Jupyter's answer.
+    pub async fn save_file(&self, slot: &str, path: &str, text: &str) -> reqwest::Response {
+        self.http
             .put(self.user_url(slot, &format!("api/contents/{path}")))
             .header("origin", &self.base)
             .json(&serde_json::json!({"type": "file", "format": "text", "content": text}))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Write a text file through the contents API, which must succeed.
+    pub async fn put_file(&self, slot: &str, path: &str, text: &str) {
+        let resp = self.save_file(slot, path, text).await;
         assert!(resp.status().is_success(), "writing {path}: {}", resp.status());
     }
 
