@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Gateway, TestInstance};
+use nbgate::pool::spec::{ASSIGNED_CPU_SHARES, WARM_CPU_SHARES};
 use sha2::{Digest, Sha256};
 
 const EPHEMERAL: (&str, &str) = ("NBGATE_AUTH", "ephemeral");
@@ -330,8 +331,8 @@ async fn a_full_house_gets_the_full_page() {
 }
 
 /// A refill after a burst of logins must not starve the servers people use:
-/// warm containers start with a quarter of the CPU weight and get the full
-/// weight when they are handed out.
+/// warm containers start with the least CPU weight and get the full weight
+/// when they are handed out.
 #[tokio::test]
 async fn servers_in_use_outweigh_warm_ones_for_the_cpu() {
     common::require_docker();
@@ -347,15 +348,90 @@ async fn servers_in_use_outweigh_warm_ones_for_the_cpu() {
     };
     let warm = common::containers(&t);
     assert_eq!(warm.len(), 1);
-    assert_eq!(shares(&warm[0]), 256, "a warm container yields");
+    assert_eq!(shares(&warm[0]), WARM_CPU_SHARES, "a warm container yields");
     let (_, slot) = gw.visit(None).await;
     let assigned = format!("{}-slot-{slot}", t.name);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while shares(&assigned) != 1024 {
+    while shares(&assigned) != ASSIGNED_CPU_SHARES {
         assert!(std::time::Instant::now() < deadline, "the assigned server never got the full CPU weight");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     gw.wait_warm(1).await;
-    let refilled: Vec<_> = common::containers(&t).into_iter().filter(|id| shares(id) == 256).collect();
+    let refilled: Vec<_> =
+        common::containers(&t).into_iter().filter(|id| shares(id) == WARM_CPU_SHARES).collect();
     assert_eq!(refilled.len(), 1, "the refill's new container yields too");
+}
+
+/// The gateway talks to Jupyter on the container's address on the instance
+/// network, not through the 127.0.0.1-published port (whose userland
+/// docker-proxy would cost host CPU and descriptors on every request).
+#[tokio::test]
+async fn the_gateway_reaches_jupyter_on_the_network_not_through_docker_proxy() {
+    common::require_docker();
+    let t = TestInstance::new();
+    let gw = Gateway::start(&t, &[EPHEMERAL, ("NBGATE_POOL_SIZE", "1")]);
+    gw.wait_warm(1).await;
+    let (cookie, slot) = gw.visit(None).await;
+    let name = format!("{}-slot-{slot}", t.name);
+    let inspect = |format: &str| {
+        let out =
+            std::process::Command::new("docker").args(["inspect", "-f", format, &name]).output().unwrap();
+        assert!(out.status.success(), "docker inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ip = inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let published = inspect(r#"{{(index (index .NetworkSettings.Ports "8888/tcp") 0).HostPort}}"#);
+    assert!(!ip.is_empty() && !published.is_empty(), "ip {ip:?}, published port {published:?}");
+    let resp = gw.http.get(gw.user_url(&slot, "api/status")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The proxied request's upstream connection stays pooled: look at it.
+    let ss = std::process::Command::new("ss").args(["-Htnp", "state", "established"]).output().unwrap();
+    assert!(ss.status.success(), "ss: {}", String::from_utf8_lossy(&ss.stderr));
+    let ours = format!("pid={},", gw.pid());
+    let peers: Vec<String> = String::from_utf8_lossy(&ss.stdout)
+        .lines()
+        .filter(|l| l.contains(&ours))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .collect();
+    assert!(peers.contains(&format!("{ip}:8888")), "no connection to {ip}:8888 among {peers:?}");
+    let via_proxy = format!("127.0.0.1:{published}");
+    assert!(!peers.contains(&via_proxy), "the gateway went through docker-proxy: {peers:?}");
+}
+
+/// Docker creates and starts one container at a time (JupyterLab's own start-up
+/// still overlaps): parallel creates stall the servers people use on a busy
+/// host (bench figure 9).
+#[tokio::test]
+async fn containers_are_created_one_at_a_time() {
+    common::require_docker();
+    let t = TestInstance::new();
+    let since = chrono_now();
+    let gw = Gateway::start(&t, &[EPHEMERAL, ("NBGATE_POOL_SIZE", "4")]);
+    gw.wait_warm(4).await;
+    let until = chrono_now() + 1;
+    let label = format!("label=nbgate.instance={}", t.name);
+    let out = std::process::Command::new("docker")
+        .args(["events", "--since", &since.to_string(), "--until", &until.to_string(), "--filter", &label])
+        .args([
+            "--filter",
+            "event=create",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker events: {}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(events.len(), 8, "four creates and four starts: {events:?}");
+    for pair in events.chunks(2) {
+        let (create, start) = (&pair[0], &pair[1]);
+        assert!(create.starts_with("create "), "{events:?}");
+        assert_eq!(start.strip_prefix("start "), create.strip_prefix("create "), "interleaved: {events:?}");
+    }
+}
+
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

@@ -75,6 +75,11 @@ pub struct Pool {
     /// Wakes those waiting in line: a container became warm, someone left
     /// the line, a start failed, or Docker went away.
     line_moved: Notify,
+    /// Held while Docker creates and starts a container: one at a time. Parallel
+    /// creates (network namespace, veth, mounts, all done by dockerd and the
+    /// kernel outside any container's CPU weight) stall the servers people use
+    /// on a busy host; JupyterLab's own start-up still runs in parallel.
+    pub(crate) creating: tokio::sync::Mutex<()>,
 }
 
 impl Pool {

@@ -15,6 +15,8 @@ use crate::docker::{network_name, INSTANCE_LABEL, SLOT_LABEL};
 use crate::slot::SlotId;
 
 /// Port Jupyter listens on inside the container.
+pub const JUPYTER_CONTAINER_PORT: u16 = 8888;
+/// The same, as Docker names it.
 pub const JUPYTER_PORT: &str = "8888/tcp";
 /// Where the user's volume appears.
 pub const WORK_DIR: &str = "/home/jovyan/work";
@@ -24,9 +26,11 @@ pub const PIDS_LIMIT: i64 = 512;
 
 /// CPU weight of a container someone uses (Docker's default).
 pub const ASSIGNED_CPU_SHARES: i64 = 1024;
-/// CPU weight of a warm container until it is handed out: starting JupyterLabs
-/// (a refill after a burst of logins) yield the CPU to servers people are using.
-pub const WARM_CPU_SHARES: i64 = 256;
+/// CPU weight of a warm container until it is handed out, the least the
+/// kernel takes: starting JupyterLabs (a refill after a burst of logins) yield
+/// the CPU to servers people are using, and still start at full speed on an
+/// idle host (weights only matter when the CPU is short).
+pub const WARM_CPU_SHARES: i64 = 2;
 
 /// Docker name of a slot's container.
 pub fn container_name(instance: &str, slot: &SlotId) -> String {
