@@ -126,6 +126,9 @@ def check(v, op, bound):
     return v >= bound if op == ">=" else v <= bound
 
 
+# `make bench` should complete in this time on a CI-class machine (issue 8).
+BENCH_MINUTES = 20
+
 host = meta.get("host", {})
 P("# nbgate benchmark report")
 P("")
@@ -133,9 +136,18 @@ P(f"Run `{meta.get('run')}` on {meta.get('date')} — {host.get('cores')} cores 
   f"{host.get('memory')}, kernel {host.get('kernel')}. Settings: {json.dumps(meta.get('settings'))}.")
 P("")
 P("Every number is the median of the runs in this one run; ratios compare medians measured side by side. "
-  "Proxy under test pinned to core 1 (`taskset -c 1`), load generator, upstream container and its docker-proxy "
-  "on core 0. Method and caveats: `bench/README.md`.")
+  "Proxy under test pinned to core 1 (`taskset -c 1`), load generator and upstream container on core 0; every "
+  "peer reaches the upstream on the container's own address, as nbgate does. Method and caveats: "
+  "`bench/README.md`.")
 P("")
+st_ = meta.get("settings") or {}
+if st_.get("total_seconds") is not None:
+    tot, setup = st_["total_seconds"], st_.get("setup_seconds") or 0
+    parts = lambda d: ", ".join(f"{k} {v} s" for k, v in (d or {}).items())
+    ok = "✅" if tot <= BENCH_MINUTES * 60 else "❌"
+    P(f"Time: **{tot / 60:.1f} min** in all (goal under {BENCH_MINUTES} min) {ok}: set-up {setup} s "
+      f"({parts(st_.get('setup_steps'))}), measuring {tot - setup} s ({parts(st_.get('phase_seconds'))}).")
+    P("")
 P("Versions: " + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items() if v))
 P("")
 na = sorted({x["text"] for x in notes if x["text"].startswith("nbgate: not measurable yet")})
@@ -486,11 +498,18 @@ TITLES["logins"] = "Concurrent logins with the cap well below (SECURITY.md)"
 # figure 7 prices 100 live sessions at ~4 MiB, and glibc keeps some freed heap in the
 # arenas of the threads that ran bcrypt and mounts; more than this is state kept per user.
 RSS_MARGIN_MIB = 4
-# A running user's p99 may grow this much while a storm of logins is served: on 2 cores
-# fully busy with bcrypt and container starts, a fair scheduler about doubles a waking
-# thread's wait; 3× leaves room for a shared machine's noise, while a starved proxy
-# (unbounded bcrypt, a blocked async worker) shows as 10× and more.
-P99_STABLE = 3.0
+# "Running users' latency stable" while a storm of logins is served, through the
+# gateway: the typical request as fast as before (p50 ≤ 1.5×), and the slow tail still
+# under 100 ms, the limit below which a response feels instantaneous (Nielsen). A ratio
+# of p99s is reported but not judged: on a 4 ms baseline it measures the kernel's
+# wake-up latency on 2 fully busy cores (the control storm, with no container starts,
+# moves it 2-4× from run to run), whereas a starved proxy (unbounded bcrypt) shows as
+# p50 ×5 and p99 ≈ 750 ms here.
+P50_STABLE = 1.5
+# Threads of the gateway during the storm: tokio's workers (one per core), the bcrypt
+# permits, SQLite's and Docker's few; 200 waiting logins must not each get one.
+MAX_STORM_THREADS = 32
+P99_STABLE_MS = 100.0
 
 
 def lat_row(label, s, unit="ms"):
@@ -676,22 +695,32 @@ if any(f == "logins" for (f, *_rest) in by) or any(x["figure"] == "logins" for x
     answered = None if v.get("lab") is None else v["lab"] + (v.get("queued") or 0)
     add_ratio(fig, "logins answered with their lab or the queue page", answered, f"{n}",
               None if answered is None else answered == n)
-    ratio_ = r.get("p99_during_over_before")
-    add_ratio(fig, "running user's p99 during ÷ before", ratio_, f"≤ {P99_STABLE:g}", check(ratio_, "<=", P99_STABLE))
-    if None not in (d99b, d99d):
-        add_ratio(fig, "the same, polled directly (no gateway), for comparison", ratio(d99d, d99b))
+    def stable(prefix, rr):
+        p50 = ratio(dig(rr, "during", "p50_ms"), dig(rr, "before", "p50_ms"))
+        p99 = dig(rr, "during", "p99_ms")
+        add_ratio(fig, f"{prefix}running user's p50 during ÷ before", p50, f"≤ {P50_STABLE:g}",
+                  check(p50, "<=", P50_STABLE))
+        add_ratio(fig, f"{prefix}running user's p99 during (ms)", p99, f"≤ {P99_STABLE_MS:g}",
+                  check(p99, "<=", P99_STABLE_MS))
+        add_ratio(fig, f"{prefix}running user's p99 during ÷ before (not judged)", rr.get("p99_during_over_before"))
+        d = ratio(dig(rr, "direct", "during", "p99_ms"), dig(rr, "direct", "before", "p99_ms"))
+        if d is not None:
+            add_ratio(fig, f"{prefix}the same, polled directly (no gateway)", d)
+    stable("", r)
     add_ratio(fig, "effective bcrypt concurrency ÷ the bound", ratio(eff, bound), "≤ 1 (bounded)",
               check(ratio(eff, bound), "<=", 1.05))
+    # On 2 cores the cores bound the effective figure anyway; the thread count is what
+    # shows an unbounded hasher (tokio's blocking pool: a thread per waiting login; 211
+    # with the semaphore removed, checked by hand; 14-15 with it).
+    add_ratio(fig, "gateway threads at most", gw.get("threads_max"), f"≤ {MAX_STORM_THREADS}",
+              check(gw.get("threads_max"), "<=", MAX_STORM_THREADS))
     c = (by.get(("logins", "jupyter", "nbgate", "control")) or [None])[0]
     if isinstance(c, dict):
         cr = c.get("runner") or {}
         ceff = (n * t_b / c["all_posts_answered_ms"]) if (n and t_b and c.get("all_posts_answered_ms")) else None
         add_ratio(fig, "control (cap 5 = the running user + a pool of 4: no container starts): 5xx", c.get("five_xx"),
                   "0", check(c.get("five_xx"), "<=", 0))
-        add_ratio(fig, "control: running user's p99 during ÷ before", cr.get("p99_during_over_before"),
-                  f"≤ {P99_STABLE:g}", check(cr.get("p99_during_over_before"), "<=", P99_STABLE))
-        add_ratio(fig, "control: the same, polled directly", ratio(dig(cr, "direct", "during", "p99_ms"),
-                                                                   dig(cr, "direct", "before", "p99_ms")))
+        stable("control: ", cr)
         add_ratio(fig, "control: effective bcrypt concurrency ÷ the bound", ratio(ceff, bound), "≤ 1 (bounded)",
                   check(ratio(ceff, bound), "<=", 1.05))
         fig["rows"].append({"control": c, "effective_bcrypt_concurrency": ceff})

@@ -85,6 +85,15 @@ NETWORKS=()    # networks we created
 
 mkdir -p "$OUT"
 : >"$RESULTS"; : >"$NOTES"
+# mark NAME — the set-up step that just ended, with its seconds (for the report).
+SETUP_STEPS=$OUT/setup.jsonl
+: >"$SETUP_STEPS"
+T_MARK=$(date +%s)
+mark() {
+  local now; now=$(date +%s)
+  jq -cn --arg n "$1" --argjson s $(( now - T_MARK )) '{($n): $s}' >>"$SETUP_STEPS"
+  T_MARK=$now
+}
 
 log() { echo "[bench $(date +%T)] $*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -232,10 +241,12 @@ if [ -n "$PEER_PHASES" ]; then
   configurable-http-proxy --version >/dev/null 2>&1 || die "configurable-http-proxy does not run: $(configurable-http-proxy --version 2>&1 | grep -m1 Error)"
 fi
 
+mark packages
 # ------------------------------------------------------------------ builds
 log "building the load generator (bench/loadgen)"
 (cd "$here/loadgen" && CARGO_TARGET_DIR="$here/loadgen/target" cargo build --release -j1 --quiet) \
   >"$OUT/loadgen-build.log" 2>&1 || die "loadgen build failed (see $OUT/loadgen-build.log)"
+mark loadgen_build
 
 NB_BUILD_ERR=
 if skipped nbgate; then
@@ -249,6 +260,7 @@ else
   fi
 fi
 [ -z "$NB_BUILD_ERR" ] || log "nbgate: $NB_BUILD_ERR"
+mark nbgate_build
 
 # `make images` is a no-op when docker/ is unchanged (images carry a hash of their inputs).
 if [ -n "${BENCH_NO_IMAGES:-}" ]; then
@@ -279,6 +291,7 @@ build_static_image() {
 if ! skipped static || ! skipped footprint; then
   build_static_image || die "building $STATIC_IMAGE failed (see $OUT/static-image.log)"
 fi
+mark images
 
 # ------------------------------------------------------------------ metadata
 GIT_REV=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -311,8 +324,17 @@ pin_docker_proxy() {
   for pid in $(pgrep -f "docker-proxy .*-host-port $port( |$)"); do taskset -a -p -c 0 "$pid" >/dev/null 2>&1; done
 }
 
+# up_addr CID — where every peer reaches the upstream: the container's own address, as
+# nbgate does (src/pool/supervise.rs), so that no peer pays for docker-proxy; the
+# published port only if the container has no address.
+up_addr() {
+  local ip
+  ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" 2>/dev/null | awk '{print $1}')
+  if [ -n "$ip" ]; then echo "$ip:8888"; else echo "127.0.0.1:$UP_PORT"; fi
+}
+
 # start_upstream NAME IMAGE — a container like nbgate's (same limits), on the load core.
-# Sets UP_PORT UP_BASE UP_TOKEN UP_CID.
+# Sets UP_PORT UP_ADDR UP_BASE UP_TOKEN UP_CID.
 start_upstream() {
   local name=$1 image=$2
   UP_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -325,6 +347,7 @@ start_upstream() {
   wait_until 90 curl -sf -H "Authorization: token $UP_TOKEN" "http://127.0.0.1:$UP_PORT${UP_BASE}api/status" \
     || { log "upstream $name did not become ready"; return 1; }
   pin_docker_proxy "$UP_PORT"
+  UP_ADDR=$(up_addr "$UP_CID")
 }
 
 # adopt_nbgate_container — use the container nbgate bound to our session as the upstream
@@ -340,9 +363,10 @@ adopt_nbgate_container() {
   [ -n "$UP_PORT" ] && [ -n "$UP_TOKEN" ] || return 1
   [ -z "$PIN_LOAD" ] || docker update --cpuset-cpus 0 "$cid" >/dev/null 2>&1
   pin_docker_proxy "$UP_PORT"
+  UP_ADDR=$(up_addr "$cid")
 }
 
-# start_nginx NAME UPSTREAM_PORT [EXTRA_LOCATIONS_FILE] — worker_processes 1 on the proxy core.
+# start_nginx NAME UPSTREAM_ADDR [EXTRA_LOCATIONS_FILE] — worker_processes 1 on the proxy core.
 # Sets NGINX_PORT NGINX_PID (master) NGINX_WORKER.
 start_nginx() {
   local name=$1 up=$2 extra=${3:-} dir=$OUT/nginx-$1
@@ -361,7 +385,7 @@ http {
   fastcgi_temp_path $dir/tmp-fcgi;
   uwsgi_temp_path $dir/tmp-uwsgi;
   scgi_temp_path $dir/tmp-scgi;
-  upstream up { server 127.0.0.1:$up; keepalive 128; }
+  upstream up { server $up; keepalive 128; }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$NGINX_PORT backlog=4096;
@@ -391,7 +415,7 @@ EOF
   NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
 }
 
-# start_chp NAME UPSTREAM_PORT ROUTE — configurable-http-proxy on the proxy core; the route is
+# start_chp NAME UPSTREAM_ADDR ROUTE — configurable-http-proxy on the proxy core; the route is
 # added through its REST API. Sets CHP_PORT CHP_API CHP_TOKEN CHP_PID.
 start_chp() {
   local name=$1 up=$2 route=$3
@@ -402,7 +426,7 @@ start_chp() {
   CHP_PID=$!; PIDS+=("$CHP_PID")
   wait_until 20 curl -sf -H "Authorization: token $CHP_TOKEN" "http://127.0.0.1:$CHP_API/api/routes" \
     || { log "CHP $name did not start"; return 1; }
-  curl -sf -X POST -H "Authorization: token $CHP_TOKEN" -d "{\"target\": \"http://127.0.0.1:$up\"}" \
+  curl -sf -X POST -H "Authorization: token $CHP_TOKEN" -d "{\"target\": \"http://$up\"}" \
     "http://127.0.0.1:$CHP_API/api/routes${route%/}" >/dev/null || { log "CHP $name: adding the route failed"; return 1; }
 }
 
@@ -470,7 +494,7 @@ nbgate_visit() {
 declare -A P_BASE P_H1 P_H2 P_PID
 set_peers() {
   PEERS=(direct)
-  P_BASE[direct]="http://127.0.0.1:$UP_PORT$UP_BASE"; P_H1[direct]="Authorization: token $UP_TOKEN"; P_H2[direct]=""
+  P_BASE[direct]="http://$UP_ADDR$UP_BASE"; P_H1[direct]="Authorization: token $UP_TOKEN"; P_H2[direct]=""
   if [ -n "${NGINX_PORT:-}" ]; then
     PEERS+=(nginx); P_BASE[nginx]="http://127.0.0.1:$NGINX_PORT$UP_BASE"; P_H1[nginx]=${P_H1[direct]}; P_H2[nginx]=""
     P_PID[nginx]=$NGINX_WORKER
@@ -621,8 +645,8 @@ phase_static() {
     start_upstream static "$STATIC_IMAGE" || die "static upstream failed"
   fi
   STATIC_CID=$UP_CID
-  start_nginx static "$UP_PORT" || true
-  start_chp static "$UP_PORT" "$UP_BASE" || true
+  start_nginx static "$UP_ADDR" || true
+  start_chp static "$UP_ADDR" "$UP_BASE" || true
   set_peers
   record 7 static nginx rss_idle_kib "$(rss_kib "$NGINX_WORKER")"
   record 7 static chp rss_idle_kib "$(rss_kib "$CHP_PID")"
@@ -655,7 +679,7 @@ phase_static() {
 # Figure 4: throughput with ROUTES routes ÷ with 1 (same proxy process kind, same upstream).
 phase_routes() {
   log "figure 4: route scale ($ROUTES routes)"
-  local up=$UP_PORT base=$UP_BASE
+  local up=$UP_ADDR base=$UP_BASE
   # nginx: ROUTES prefix locations (random 16-hex slot ids, like nbgate's), plus ours.
   local extra=$OUT/nginx-routes.conf
   python3 - "$ROUTES" "$up" >"$extra" <<'EOF'
@@ -676,7 +700,7 @@ EOF
 import http.client, json, secrets, sys
 n, api, token, up = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 c = http.client.HTTPConnection("127.0.0.1", api, timeout=10)
-body = json.dumps({"target": f"http://127.0.0.1:{up}"})
+body = json.dumps({"target": f"http://{up}"})
 for i in range(n):
     c.request("POST", f"/api/routes/user/{secrets.token_hex(8)}", body, {"Authorization": f"token {token}"})
     r = c.getresponse(); r.read()
@@ -730,8 +754,8 @@ phase_jupyter() {
     start_upstream jupyter "$NOTEBOOK_IMAGE" || die "JupyterLab upstream failed"
   fi
   JUP_CID=$UP_CID
-  start_nginx jupyter "$UP_PORT" || true
-  start_chp jupyter "$UP_PORT" "$UP_BASE" || true
+  start_nginx jupyter "$UP_ADDR" || true
+  start_chp jupyter "$UP_ADDR" "$UP_BASE" || true
   set_peers
   sleep 2
   record 7 jupyter upstream container_mib "$(container_mem_mib "$JUP_CID")"
@@ -1140,42 +1164,55 @@ EOF
 }
 
 # ------------------------------------------------------------------ run
+mark metadata
 HUB_SETUP_ERR=
 if ! skipped hub; then
   ensure_hub_venv || HUB_SETUP_ERR="venv install failed (see $OUT/hub-venv.log)"
+  mark hub_venv
   [ -n "$HUB_SETUP_ERR" ] || build_hub_image || HUB_SETUP_ERR="building $HUB_IMAGE failed (see $OUT/hub-image.log)"
+  mark hub_image
 fi
 T_MEASURE=$(date +%s)
 SETUP_S=$(( T_MEASURE - T_START ))
 log "setup took ${SETUP_S} s; measuring (budget ${BUDGET} s)"
-if ! skipped static; then phase_static; fi
-if ! skipped jupyter; then phase_jupyter; fi
-if ! skipped login && ! skipped raw; then phase_raw_docker; fi
+# timed NAME CMD… — run a phase and keep its wall time for the report.
+PHASES=$OUT/phases.jsonl
+: >"$PHASES"
+timed() {
+  local name=$1 t0; t0=$(date +%s); shift
+  "$@"
+  jq -cn --arg n "$name" --argjson s $(( $(date +%s) - t0 )) '{($n): $s}' >>"$PHASES"
+}
+if ! skipped static; then timed static phase_static; fi
+if ! skipped jupyter; then timed jupyter phase_jupyter; fi
+if ! skipped login && ! skipped raw; then timed raw phase_raw_docker; fi
 if ! skipped burst; then
-  if [ -n "$NB_BUILD_ERR" ]; then nbgate_na 6 "$NB_BUILD_ERR"; else phase_bursts; fi
+  if [ -n "$NB_BUILD_ERR" ]; then nbgate_na 6 "$NB_BUILD_ERR"; else timed burst phase_bursts; fi
 fi
 if ! skipped hub; then
-  if budget_ok 150; then phase_hub; else note 5 "JupyterHub baseline: skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
+  if budget_ok 150; then timed hub phase_hub; else note 5 "JupyterHub baseline: skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
 fi
-measure_bcrypt
+timed bcrypt measure_bcrypt
 if ! skipped attendees; then
   if [ -n "$NB_BUILD_ERR" ]; then nbgate_na attendees "$NB_BUILD_ERR"
-  elif budget_ok 420; then phase_attendees
+  elif budget_ok 420; then timed attendees phase_attendees
   else note attendees "skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
 fi
 if ! skipped logins; then
   if [ -n "$NB_BUILD_ERR" ]; then nbgate_na logins "$NB_BUILD_ERR"
-  elif budget_ok 240; then phase_logins
+  elif budget_ok 240; then timed logins phase_logins
   else note logins "skipped (time budget BENCH_BUDGET=$BUDGET s)"; fi
 fi
 if ! skipped footprint; then
   if [ -n "$NB_BUILD_ERR" ]; then nbgate_na 7 "$NB_BUILD_ERR"
-  elif budget_ok $(( 60 + SESSIONS )); then phase_footprint
+  elif budget_ok $(( 60 + SESSIONS )); then timed footprint phase_footprint
   else note 7 "nbgate with $SESSIONS sessions: skipped (time budget)"; fi
 fi
 
 jq --argjson s "$(elapsed)" --argjson setup "$SETUP_S" --argjson idle "$WS_IDLE" \
-  '.settings.total_seconds=$s | .settings.setup_seconds=$setup | .settings.ws_idle_connections=$idle' "$META" >"$META.tmp" && mv "$META.tmp" "$META"
+  --argjson phases "$(jq -s 'add // {}' "$PHASES")" --argjson steps "$(jq -s 'add // {}' "$SETUP_STEPS")" \
+  '.settings.total_seconds=$s | .settings.setup_seconds=$setup | .settings.setup_steps=$steps
+   | .settings.phase_seconds=$phases | .settings.ws_idle_connections=$idle' "$META" >"$META.tmp" && mv "$META.tmp" "$META"
 # A partial run (BENCH_ONLY) does not replace the full run's bench/report.md: its report
 # stays with its work files.
 REPORT_DIR=$here
