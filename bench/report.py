@@ -294,7 +294,7 @@ sd = g("direct", "sessions_per_s")
 best = max([g(p, "sessions_per_s") or 0 for p in ["nginx", "chp", "nbgate"]] or [0])
 if sd and best >= 0.9 * sd:
     fig["notes"].append(f"sessions/s: the best proxy reaches {best / sd:.2f}× direct — the client side "
-                        "(load generator, docker-proxy, upstream on core 0) is the limit; the CPU-normalised "
+                        "(load generator and upstream on core 0) is the limit; the CPU-normalised "
                         "ratio is the meaningful one")
 r = ratio(g("nbgate", "bytes_per_conn"), g("nginx", "bytes_per_conn"))
 add_ratio(fig, "idle bytes/conn: nbgate ÷ nginx", r, "≤ 1.5", check(r, "<=", 1.5))

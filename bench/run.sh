@@ -9,10 +9,11 @@
 #
 # Settings (environment):
 #   BENCH_RUNS=3          runs per figure (medians are reported)
-#   BENCH_DURATION=4      seconds per load run
+#   BENCH_DURATION=3      seconds per load run (after a 1 s warm-up run per peer)
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
-#   BENCH_WS_IDLE=10000   idle WebSockets for bytes/connection (lowered to what nofile allows)
+#   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
+#                         BENCH.md's full figure, ~3 min more; lowered to what nofile allows)
 #   BENCH_ROUTES=10000    routes for the route-scale figure
 #   BENCH_BURSTS="10"     login bursts ("10 40" for BENCH.md's full figure 6; 40 adds ~5 min)
 #   BENCH_SESSIONS=100    sessions for the gateway footprint figure
@@ -25,7 +26,7 @@
 #                         and the report is written to bench/out/<run>/ (bench/report.md is
 #                         left as the last full run's)
 #   BENCH_ATTENDEES=50    attendees of the "attendees" phase (accounts mode, idle recycling)
-#   BENCH_ATTENDEE_GAP=2  seconds between two attendees' arrivals
+#   BENCH_ATTENDEE_GAP=1  seconds between two attendees' arrivals
 #   BENCH_ATTENDEE_IDLE=20s  NBGATE_IDLE_TIMEOUT of that phase (culler every tenth of it, ≥ 1 s)
 #   BENCH_ATTENDEE_ROUND2=6 attendees of a second round on the same gateway (0: none): tells
 #                         growth per attendee (a leak) from one-time growth
@@ -56,10 +57,10 @@ DOCKERSPAWNER_VERSION=14.0.0
 NATIVEAUTH_VERSION=1.3.0
 
 RUNS=${BENCH_RUNS:-3}
-DUR=${BENCH_DURATION:-4}
+DUR=${BENCH_DURATION:-3}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
-WS_IDLE_WANT=${BENCH_WS_IDLE:-10000}
+WS_IDLE_WANT=${BENCH_WS_IDLE:-3000}
 ROUTES=${BENCH_ROUTES:-10000}
 BURSTS=${BENCH_BURSTS:-10}
 SESSIONS=${BENCH_SESSIONS:-100}
@@ -70,7 +71,7 @@ if [ -n "${BENCH_ONLY:-}" ]; then
   for p in $ALL_PHASES; do [[ " $BENCH_ONLY " == *" $p "* ]] || SKIP="$SKIP$p "; done
 fi
 ATTENDEES=${BENCH_ATTENDEES:-50}
-ATTENDEE_GAP=${BENCH_ATTENDEE_GAP:-2}
+ATTENDEE_GAP=${BENCH_ATTENDEE_GAP:-1}
 ATTENDEE_IDLE=${BENCH_ATTENDEE_IDLE:-20s}
 ATTENDEE_ROUND2=${BENCH_ATTENDEE_ROUND2:-6}
 STORM=${BENCH_STORM:-200}
@@ -612,15 +613,11 @@ container_mem_mib() { # CID → memory usage (MiB) from docker stats
 }
 
 # What nofile allows for idle WebSockets: the proxy holds 2 fds each (client + upstream),
-# the upstream 1 (nbgate's containers: hard 8192), and the published port's docker-proxy
-# 6 (two sockets and two splice pipes; its limit is dockerd's). Past its limit docker-proxy
-# exits and the port stays dead until the container is recreated, so stay well below.
-DP_NOFILE=$(awk '/Max open files/ {print $4}' /proc/"$(pgrep -x dockerd | head -1)"/limits 2>/dev/null)
-case "$DP_NOFILE" in ''|unlimited) DP_NOFILE=1048576 ;; esac
+# the upstream 1 (nbgate's containers: hard 8192). Peers reach the container on its own
+# address, so docker-proxy is not in the path.
 WS_IDLE=$WS_IDLE_WANT
 WS_IDLE_WHY=
 for cap in "$(( (NOFILE - 300) / 2 )):our nofile $NOFILE, 2 per proxied connection" \
-           "$(( (DP_NOFILE - 1000) / 6 / 100 * 100 )):docker-proxy (dockerd's nofile $DP_NOFILE) uses 6 fds per connection" \
            "8000:nbgate's containers have nofile 8192"; do
   if [ "${cap%%:*}" -lt "$WS_IDLE" ]; then WS_IDLE=${cap%%:*}; WS_IDLE_WHY=${cap#*:}; fi
 done
