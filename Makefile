@@ -63,9 +63,10 @@ test: images ## Unit and integration tests (real Docker, real JupyterLab)
 	  $(CARGO) test --no-fail-fast; \
 	fi
 
-lint: ## rustfmt check and clippy with -D warnings
+lint: ## rustfmt check and clippy with -D warnings (nbgate and the bench's load generator)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	cd bench/loadgen && $(CARGO) fmt -- --check && CARGO_TARGET_DIR=target $(CARGO) clippy --release -- -D warnings
 
 backup: build ## Back up every user volume: make backup DEST=/srv/backups/today
 	@test -n "$(DEST)" || { echo "make backup: give DEST=<directory>" >&2; exit 2; }

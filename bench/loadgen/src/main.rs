@@ -1,17 +1,17 @@
 //! nbgate's benchmark tools (bench/run.sh): what wrk cannot do.
 //!
 //! * `upstream`     — the fast static upstream baked into `nbgate/bench-static`: any
-//!                    path → small JSON, `…/big` → 1 MiB, WebSocket upgrade → echo.
+//!   path → small JSON, `…/big` → 1 MiB, WebSocket upgrade → echo.
 //! * `ws-sessions`  — WebSocket sessions/s (upgrade, one message, close).
 //! * `ws-echo`      — echo latency at a fixed message rate with N connections open.
 //! * `ws-idle`      — RSS of a process before/after N idle WebSocket connections, in rounds.
 //! * `http-rate`    — fixed-rate HTTP load (open loop), latency from the intended send time.
 //! * `ready`        — (optionally run a command, then) poll `<base>api/kernels` until 200,
-//!                    start a kernel and open its WebSocket; times each step.
+//!   start a kernel and open its WebSocket; times each step.
 //! * `visit`        — nbgate ephemeral login (`GET /` → 302 + cookie) then `ready`, N at once.
 //! * `hub-signup` / `hub-login` — the JupyterHub + NativeAuthenticator flow, N at once.
 //! * `register-users`, `attendees`, `login-storm`, `bcrypt-time` — accounts-mode
-//!                    scenarios (src/scenarios.rs).
+//!   scenarios (src/scenarios.rs).
 //!
 //! Every command prints one JSON object on stdout. Loops are bounded by count and time.
 
@@ -311,17 +311,52 @@ async fn run(cmd: Cmd) -> Result<Value> {
         }
         Cmd::Attendees { gateway, n, first, key, gap, idle_wait, timeout, payload_bytes, pid, instance } => {
             scenarios::attendees(scenarios::AttendeeOpts {
-                gateway, n, first, key, gap, idle_wait, timeout, payload_bytes, pid, instance,
+                gateway,
+                n,
+                first,
+                key,
+                gap,
+                idle_wait,
+                timeout,
+                payload_bytes,
+                pid,
+                instance,
             })
-                .await
+            .await
         }
-        Cmd::LoginStorm { gateway, prefix, n, password, runner, rate, before, after, timeout, pid, instance, wait_warm } => {
+        Cmd::LoginStorm {
+            gateway,
+            prefix,
+            n,
+            password,
+            runner,
+            rate,
+            before,
+            after,
+            timeout,
+            pid,
+            instance,
+            wait_warm,
+        } => {
             scenarios::login_storm(scenarios::StormOpts {
-                gateway, prefix, n, password, runner, rate, before, after, timeout, pid, instance, wait_warm,
+                gateway,
+                prefix,
+                n,
+                password,
+                runner,
+                rate,
+                before,
+                after,
+                timeout,
+                pid,
+                instance,
+                wait_warm,
             })
-                .await
+            .await
         }
-        Cmd::BcryptTime { cost, n } => tokio::task::spawn_blocking(move || scenarios::bcrypt_time(cost, n)).await?,
+        Cmd::BcryptTime { cost, n } => {
+            tokio::task::spawn_blocking(move || scenarios::bcrypt_time(cost, n)).await?
+        }
     }
 }
 
@@ -463,16 +498,14 @@ async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<
         let accept = derive_accept_key(key.as_bytes());
         tokio::spawn(async move {
             if let Ok(up) = hyper::upgrade::on(req).await {
-                let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(ws_config())).await;
+                let mut ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(ws_config())).await;
                 while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(msg).await.is_err() {
-                                break;
-                            }
-                        }
-                        Message::Close(_) => break, // tungstenite answers the close itself
-                        _ => {}
+                    if matches!(msg, Message::Close(_)) {
+                        break; // tungstenite answers the close itself
+                    }
+                    if matches!(msg, Message::Text(_) | Message::Binary(_)) && ws.send(msg).await.is_err() {
+                        break;
                     }
                 }
             }
@@ -489,10 +522,7 @@ async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<
     let path_is_big = req.uri().path().ends_with("/big");
     let _ = req.into_body().collect().await;
     let body = if path_is_big { big } else { Bytes::from_static(SMALL) };
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .unwrap())
+    Ok(Response::builder().header("content-type", "application/json").body(Full::new(body)).unwrap())
 }
 
 // ---------------------------------------------------------------- WebSocket figures
@@ -547,7 +577,12 @@ async fn ws_sessions(url: &str, headers: &HeaderMap, concurrency: usize, duratio
 }
 
 /// Open `n` connections, at most `parallel` handshakes at a time.
-async fn open_many(url: &str, headers: &HeaderMap, n: usize, parallel: usize) -> (Vec<WsConn>, u64, Option<String>) {
+async fn open_many(
+    url: &str,
+    headers: &HeaderMap,
+    n: usize,
+    parallel: usize,
+) -> (Vec<WsConn>, u64, Option<String>) {
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -577,7 +612,14 @@ async fn open_many(url: &str, headers: &HeaderMap, n: usize, parallel: usize) ->
     (conns, errors, first)
 }
 
-async fn ws_echo(url: &str, headers: &HeaderMap, n: usize, rate: f64, duration: f64, warmup: f64) -> Result<Value> {
+async fn ws_echo(
+    url: &str,
+    headers: &HeaderMap,
+    n: usize,
+    rate: f64,
+    duration: f64,
+    warmup: f64,
+) -> Result<Value> {
     let t_open = Instant::now();
     let (conns, open_errors, first_open_error) = open_many(url, headers, n, 100).await;
     let open_s = t_open.elapsed().as_secs_f64();
@@ -634,7 +676,14 @@ async fn ws_echo(url: &str, headers: &HeaderMap, n: usize, rate: f64, duration: 
     }))
 }
 
-async fn ws_idle(url: &str, headers: &HeaderMap, n: usize, pids: &[u32], rounds: usize, settle: f64) -> Result<Value> {
+async fn ws_idle(
+    url: &str,
+    headers: &HeaderMap,
+    n: usize,
+    pids: &[u32],
+    rounds: usize,
+    settle: f64,
+) -> Result<Value> {
     let rss = || -> Result<u64> { pids.iter().map(|p| rss_kib(*p)).sum() };
     let settle = Duration::from_secs_f64(settle);
     tokio::time::sleep(settle).await;
@@ -674,7 +723,8 @@ async fn ws_idle(url: &str, headers: &HeaderMap, n: usize, pids: &[u32], rounds:
         }
         tokio::time::sleep(settle).await;
         let rss_closed = rss()?;
-        let per_conn = if opened > 0 { (rss_open as f64 - base as f64) * 1024.0 / opened as f64 } else { 0.0 };
+        let per_conn =
+            if opened > 0 { (rss_open as f64 - base as f64) * 1024.0 / opened as f64 } else { 0.0 };
         out.push(json!({
             "round": round + 1, "opened": opened, "open_errors": errors, "first_error": first_error,
             "alive": alive, "open_seconds": open_s, "rss_open_kib": rss_open, "rss_closed_kib": rss_closed,
@@ -759,7 +809,13 @@ struct Resp {
     body: Bytes,
 }
 
-async fn send(client: &HttpClient, method: Method, url: &str, headers: &HeaderMap, body: Bytes) -> Result<Resp> {
+async fn send(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Resp> {
     let mut req = Request::builder().method(method).uri(url).body(Full::new(body))?;
     for (k, v) in headers {
         req.headers_mut().append(k, v.clone());
@@ -860,7 +916,10 @@ fn burst_summary(results: Vec<Result<Value>>, t_all: Duration, key: &str) -> Val
     let mut logins: Vec<f64> = ok.iter().filter_map(|v| v["login_ms"].as_f64()).collect();
     logins.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = |v: &Vec<f64>| if v.is_empty() { Value::Null } else { json!(v[v.len() / 2]) };
-    let all_api = ok.iter().filter_map(|v| v["api_kernels_ms"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let all_api = ok
+        .iter()
+        .filter_map(|v| v["api_kernels_ms"].as_f64())
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     json!({
         "n": ok.len() + errors.len(), "ok": ok.len(), "errors": errors.len(), "error_list": errors,
         "all_usable_ms": usable.last(), "median_usable_ms": med(&usable), "usable_key": key,
@@ -910,7 +969,8 @@ async fn visit(gateway: &str, n: usize, kernel: bool, timeout: f64) -> Result<Va
                     _ => bail!("GET / answered {} (expected a redirect into /user/<slot>/)", r.status),
                 }
             };
-            let loc = r.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let loc =
+                r.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let path = loc.strip_prefix(&gateway).unwrap_or(&loc);
             let slot = path
                 .strip_prefix("/user/")
@@ -956,7 +1016,9 @@ fn form(fields: &[(&str, &str)]) -> Bytes {
     let enc = |s: &str| {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect::<String>()
@@ -1000,7 +1062,12 @@ async fn hub_signup(hub: &str, users: &[String], password: &str) -> Result<Value
             &url,
             &mut jar,
             hub,
-            form(&[("username", u), ("signup_password", password), ("signup_password_confirmation", password), ("_xsrf", &xsrf)]),
+            form(&[
+                ("username", u),
+                ("signup_password", password),
+                ("signup_password_confirmation", password),
+                ("_xsrf", &xsrf),
+            ]),
         )
         .await?;
         let body = String::from_utf8_lossy(&r.body);
@@ -1014,7 +1081,14 @@ async fn hub_signup(hub: &str, users: &[String], password: &str) -> Result<Value
     Ok(json!({"signed_up": done}))
 }
 
-async fn hub_login(hub: &str, users: &[String], password: &str, token: &str, kernel: bool, timeout: f64) -> Result<Value> {
+async fn hub_login(
+    hub: &str,
+    users: &[String],
+    password: &str,
+    token: &str,
+    kernel: bool,
+    timeout: f64,
+) -> Result<Value> {
     let hub = hub.trim_end_matches('/').to_string();
     let client = http_client(4 * users.len().max(1));
     // Fetch every login form first (not timed: the browser has the page open).
@@ -1027,14 +1101,26 @@ async fn hub_login(hub: &str, users: &[String], password: &str, token: &str, ker
     let t_all = Instant::now();
     let mut tasks = Vec::new();
     for (u, mut jar, xsrf) in prepared {
-        let (client, hub, password, token) = (client.clone(), hub.clone(), password.to_string(), token.to_string());
+        let (client, hub, password, token) =
+            (client.clone(), hub.clone(), password.to_string(), token.to_string());
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs_f64(timeout);
             let url = format!("{hub}/hub/login");
-            let r = post_form(&client, &url, &mut jar, &hub, form(&[("username", &u), ("password", &password), ("_xsrf", &xsrf)])).await?;
+            let r = post_form(
+                &client,
+                &url,
+                &mut jar,
+                &hub,
+                form(&[("username", &u), ("password", &password), ("_xsrf", &xsrf)]),
+            )
+            .await?;
             if !r.status.is_redirection() {
-                bail!("login of {u}: {} {}", r.status, String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>());
+                bail!(
+                    "login of {u}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>()
+                );
             }
             let login_ms = ms(t0.elapsed());
             // What the browser does next: /hub/spawn starts the server.

@@ -4,11 +4,11 @@
 //!
 //! * `register-users` — create accounts through `/hub/register` (before a measurement).
 //! * `attendees`      — N attendees, staggered: register → lab → kernel (sessions API)
-//!                      → channels WebSocket → code writes `~/work/attendee-<i>.txt` and
-//!                      prints its sha256 → close → idle until the gateway recycles the
-//!                      server → log in again → read the file back → log out.
+//!   → channels WebSocket → code writes `~/work/attendee-<i>.txt` and
+//!   prints its sha256 → close → idle until the gateway recycles the
+//!   server → log in again → read the file back → log out.
 //! * `login-storm`    — N logins at once while one signed-in user polls its server at a
-//!                      fixed rate; each login is followed until its lab or the queue page.
+//!   fixed rate; each login is followed until its lab or the queue page.
 //! * `bcrypt-time`    — one bcrypt verify at a cost, timed (the unit of a login's work).
 //!
 //! Every response with a 5xx status, from the gateway or proxied from a notebook server,
@@ -28,7 +28,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{form, http_client, ms, rss_kib, send, summary, ws_config, xsrf_field, HttpClient, Jar, Resp, WsConn};
+use super::{
+    form, http_client, ms, rss_kib, send, summary, ws_config, xsrf_field, HttpClient, Jar, Resp, WsConn,
+};
 
 // ---------------------------------------------------------------- a browser
 
@@ -68,7 +70,10 @@ fn random_hex(n_bytes: usize) -> String {
 
 /// `/user/<slot>/…` → slot.
 fn slot_of(path: &str) -> Option<String> {
-    path.strip_prefix("/user/").and_then(|p| p.split('/').next()).filter(|s| !s.is_empty()).map(str::to_string)
+    path.strip_prefix("/user/")
+        .and_then(|p| p.split('/').next())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// Seconds of a `<meta http-equiv="refresh" content="N">`, if any.
@@ -103,15 +108,20 @@ fn queue_position(r: &Resp) -> Option<Option<u64>> {
     if s.contains("You are next in line") {
         return Some(Some(1));
     }
-    let pos = s
-        .find("You are number ")
-        .and_then(|i| s[i + 15..].split(' ').next().and_then(|n| n.parse().ok()));
+    let pos =
+        s.find("You are number ").and_then(|i| s[i + 15..].split(' ').next().and_then(|n| n.parse().ok()));
     Some(pos)
 }
 
 impl Browser {
     fn new(client: HttpClient, gateway: &str) -> Self {
-        Self { client, gateway: gateway.trim_end_matches('/').to_string(), jar: Jar::default(), five_xx: Vec::new(), requests: 0 }
+        Self {
+            client,
+            gateway: gateway.trim_end_matches('/').to_string(),
+            jar: Jar::default(),
+            five_xx: Vec::new(),
+            requests: 0,
+        }
     }
 
     fn note(&mut self, method: &Method, path: &str, r: &Resp) {
@@ -135,7 +145,9 @@ impl Browser {
             h.insert(http::header::ORIGIN, HeaderValue::from_str(&self.gateway)?);
         }
         let url = format!("{}{path}", self.gateway);
-        let r = send(&self.client, method.clone(), &url, &h, body).await.with_context(|| format!("{method} {path}"))?;
+        let r = send(&self.client, method.clone(), &url, &h, body)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         self.note(&method, path, &r);
         Ok(r)
     }
@@ -185,7 +197,14 @@ impl Browser {
     /// An error page with a same-origin button (the 503 "Your server did not
     /// start" → "Try again") is clicked, as a person would, at most `max_retries`
     /// times; its 5xx is noted all the same.
-    async fn follow(&mut self, first: Resp, first_path: &str, stop_on_queue: bool, deadline: Instant, max_retries: u32) -> Result<Landing> {
+    async fn follow(
+        &mut self,
+        first: Resp,
+        first_path: &str,
+        stop_on_queue: bool,
+        deadline: Instant,
+        max_retries: u32,
+    ) -> Result<Landing> {
         let (mut r, mut path) = (first, first_path.to_string());
         let (mut starting_pages, mut queue_pages, mut retries) = (0u32, 0u32, 0u32);
         for _ in 0..1000 {
@@ -193,7 +212,12 @@ impl Browser {
                 bail!("not in the lab before the deadline (last: {path} {})", r.status);
             }
             if r.status.is_redirection() {
-                let loc = r.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let loc = r
+                    .headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 let next = self.path_of(&loc).to_string();
                 if next.is_empty() {
                     bail!("{path}: {} without a Location", r.status);
@@ -241,7 +265,10 @@ impl Browser {
                     continue;
                 }
             }
-            let title = body.find("<h1").and_then(|i| body[i..].split('>').nth(1)).map(|t| t.split('<').next().unwrap_or(""));
+            let title = body
+                .find("<h1")
+                .and_then(|i| body[i..].split('>').nth(1))
+                .map(|t| t.split('<').next().unwrap_or(""));
             bail!("{path} answered {} ({})", r.status, title.unwrap_or("").trim());
         }
         bail!("more than 1000 pages from {first_path}")
@@ -267,12 +294,21 @@ impl Browser {
         tcp.set_nodelay(true)?;
         self.requests += 1;
         let cfg = ws_config().max_message_size(Some(64 << 20)).max_frame_size(Some(16 << 20));
-        match tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg))).await {
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg)),
+        )
+        .await
+        {
             Err(_) => bail!("WebSocket {path}: no answer in 30 s"),
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
                 if resp.status().is_server_error() {
-                    self.five_xx.push(format!("GET(upgrade) {} → {}", path.split('?').next().unwrap_or(path), resp.status().as_u16()));
+                    self.five_xx.push(format!(
+                        "GET(upgrade) {} → {}",
+                        path.split('?').next().unwrap_or(path),
+                        resp.status().as_u16()
+                    ));
                 }
                 bail!("WebSocket {path}: upgrade answered {}", resp.status())
             }
@@ -295,7 +331,13 @@ fn kernel_msg(msg_type: &str, content: Value, session: &str) -> (String, String)
 
 /// Send a request on the shell channel; collect stream output until the kernel
 /// is idle for it (and, for `kernel_info_request`, until its reply).
-async fn kernel_call(ws: &mut WsConn, msg_type: &str, content: Value, session: &str, limit: Duration) -> Result<String> {
+async fn kernel_call(
+    ws: &mut WsConn,
+    msg_type: &str,
+    content: Value,
+    session: &str,
+    limit: Duration,
+) -> Result<String> {
     let (id, text) = kernel_msg(msg_type, content, session);
     ws.send(Message::Text(text.into())).await?;
     let want_reply = msg_type.replace("_request", "_reply");
@@ -409,13 +451,21 @@ fn ms_summary(v: &[f64]) -> Value {
 
 // ---------------------------------------------------------------- register-users
 
-pub async fn register_users(gateway: &str, key: &str, prefix: &str, n: usize, password: &str, concurrency: usize) -> Result<Value> {
+pub async fn register_users(
+    gateway: &str,
+    key: &str,
+    prefix: &str,
+    n: usize,
+    password: &str,
+    concurrency: usize,
+) -> Result<Value> {
     let client = http_client(concurrency.max(1) * 2);
     let t0 = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (client, gateway, key, password, sem) = (client.clone(), gateway.to_string(), key.to_string(), password.to_string(), sem.clone());
+        let (client, gateway, key, password, sem) =
+            (client.clone(), gateway.to_string(), key.to_string(), password.to_string(), sem.clone());
         let name = format!("{prefix}{i}");
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await;
@@ -423,7 +473,16 @@ pub async fn register_users(gateway: &str, key: &str, prefix: &str, n: usize, pa
             let r = async {
                 let x = b.xsrf("/hub/register").await?;
                 let r = b
-                    .post_form("/hub/register", &[("username", &name), ("password", &password), ("password_confirm", &password), ("registration_key", &key), ("_xsrf", &x)])
+                    .post_form(
+                        "/hub/register",
+                        &[
+                            ("username", &name),
+                            ("password", &password),
+                            ("password_confirm", &password),
+                            ("registration_key", &key),
+                            ("_xsrf", &x),
+                        ],
+                    )
                     .await?;
                 if !r.status.is_redirection() {
                     bail!("register {name}: {}", r.status);
@@ -443,9 +502,11 @@ pub async fn register_users(gateway: &str, key: &str, prefix: &str, n: usize, pa
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
-    Ok(json!({"registered": ok, "errors": errors.len(), "error_list": errors.iter().take(10).collect::<Vec<_>>(),
+    Ok(
+        json!({"registered": ok, "errors": errors.len(), "error_list": errors.iter().take(10).collect::<Vec<_>>(),
               "five_xx": five.len(), "five_xx_list": five.iter().take(20).collect::<Vec<_>>(),
-              "seconds": t0.elapsed().as_secs_f64(), "concurrency": concurrency}))
+              "seconds": t0.elapsed().as_secs_f64(), "concurrency": concurrency}),
+    )
 }
 
 // ---------------------------------------------------------------- attendees
@@ -476,7 +537,10 @@ async fn file_on_volume(instance: &str, user: &str, i: usize) -> Result<Option<S
     let prefix = format!("{instance}-{}-", sha256_hex(user.as_bytes()));
     let vols = String::from_utf8_lossy(&out.stdout);
     let vol = vols.lines().find(|l| l.starts_with(&prefix)).context("no volume for the user")?;
-    let out = tokio::process::Command::new("docker").args(["volume", "inspect", "-f", "{{.Mountpoint}}", vol]).output().await?;
+    let out = tokio::process::Command::new("docker")
+        .args(["volume", "inspect", "-f", "{{.Mountpoint}}", vol])
+        .output()
+        .await?;
     let mp = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match std::fs::read(format!("{mp}/attendee-{i}.txt")) {
         Ok(b) => Ok(Some(sha256_hex(&b))),
@@ -486,7 +550,12 @@ async fn file_on_volume(instance: &str, user: &str, i: usize) -> Result<Option<S
 }
 
 /// One attendee's whole flow; fills `v` with the times as it goes.
-async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_json::Map<String, Value>) -> Result<()> {
+async fn attendee(
+    b: &mut Browser,
+    i: usize,
+    o: &AttendeeOpts,
+    v: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
     let name = format!("attendee{i}");
     let password = format!("pw-{}", random_hex(8));
     let deadline = Instant::now() + Duration::from_secs_f64(o.timeout);
@@ -495,13 +564,24 @@ async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_jso
     let x = b.xsrf("/hub/register").await?;
     let t0 = Instant::now();
     let r = b
-        .post_form("/hub/register", &[("username", &name), ("password", &password), ("password_confirm", &password), ("registration_key", &o.key), ("_xsrf", &x)])
+        .post_form(
+            "/hub/register",
+            &[
+                ("username", &name),
+                ("password", &password),
+                ("password_confirm", &password),
+                ("registration_key", &o.key),
+                ("_xsrf", &x),
+            ],
+        )
         .await?;
     v.insert("register_ms".into(), json!(ms(t0.elapsed())));
     if !r.status.is_redirection() {
         bail!("POST /hub/register: {}", r.status);
     }
-    let Landing::Lab { slot, starting_pages, queue_pages, retries } = b.follow(r, "/hub/register", false, deadline, 3).await? else {
+    let Landing::Lab { slot, starting_pages, queue_pages, retries } =
+        b.follow(r, "/hub/register", false, deadline, 3).await?
+    else {
         unreachable!()
     };
     v.insert("lab_ms".into(), json!(ms(t0.elapsed())));
@@ -513,15 +593,23 @@ async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_jso
     // 2. A notebook session (as JupyterLab opens one), its kernel's channels, kernel_info.
     let nb = format!("work/attendee-{i}.ipynb");
     let r = b
-        .post_json(&format!("/user/{slot}/api/sessions"), &json!({"path": nb, "name": nb, "type": "notebook", "kernel": {"name": "python3"}}))
+        .post_json(
+            &format!("/user/{slot}/api/sessions"),
+            &json!({"path": nb, "name": nb, "type": "notebook", "kernel": {"name": "python3"}}),
+        )
         .await?;
     if r.status != StatusCode::CREATED {
-        bail!("POST api/sessions: {} {}", r.status, String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>());
+        bail!(
+            "POST api/sessions: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>()
+        );
     }
     let s: Value = serde_json::from_slice(&r.body)?;
     let kernel = s["kernel"]["id"].as_str().context("session without a kernel id")?.to_string();
     let session = random_hex(16);
-    let mut ws = b.websocket(&format!("/user/{slot}/api/kernels/{kernel}/channels?session_id={session}")).await?;
+    let mut ws =
+        b.websocket(&format!("/user/{slot}/api/kernels/{kernel}/channels?session_id={session}")).await?;
     v.insert("kernel_ws_ms".into(), json!(ms(t0.elapsed())));
     kernel_call(&mut ws, "kernel_info_request", json!({}), &session, Duration::from_secs(60)).await?;
     v.insert("usable_ms".into(), json!(ms(t0.elapsed())));
@@ -555,7 +643,11 @@ async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_jso
             break;
         }
         if Instant::now() > idle_deadline {
-            bail!("the server was not recycled within {} s of going idle (last: {} running={running:?})", o.idle_wait, r.status);
+            bail!(
+                "the server was not recycled within {} s of going idle (last: {} running={running:?})",
+                o.idle_wait,
+                r.status
+            );
         }
     }
     v.insert("recycled_after_s".into(), json!(t_idle.elapsed().as_secs_f64()));
@@ -572,7 +664,9 @@ async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_jso
     if !r.status.is_redirection() {
         bail!("POST /hub/login: {}", r.status);
     }
-    let Landing::Lab { slot: slot2, starting_pages, queue_pages, retries } = b.follow(r, "/hub/login", false, deadline, 3).await? else {
+    let Landing::Lab { slot: slot2, starting_pages, queue_pages, retries } =
+        b.follow(r, "/hub/login", false, deadline, 3).await?
+    else {
         unreachable!()
     };
     v.insert("relogin_lab_ms".into(), json!(ms(t1.elapsed())));
@@ -580,7 +674,9 @@ async fn attendee(b: &mut Browser, i: usize, o: &AttendeeOpts, v: &mut serde_jso
     v.insert("relogin_queue_pages".into(), json!(queue_pages));
     v.insert("relogin_retries".into(), json!(retries));
     v.insert("new_slot".into(), json!(slot2 != slot));
-    let r = b.get(&format!("/user/{slot2}/api/contents/work/attendee-{i}.txt?content=1&format=text&type=file")).await?;
+    let r = b
+        .get(&format!("/user/{slot2}/api/contents/work/attendee-{i}.txt?content=1&format=text&type=file"))
+        .await?;
     v.insert("file_read_ms".into(), json!(ms(t1.elapsed())));
     let file = match r.status {
         StatusCode::OK => {
@@ -656,15 +752,26 @@ pub async fn attendees(o: AttendeeOpts) -> Result<Value> {
     let col = |k: &str| each.iter().filter_map(|v| v[k].as_f64()).collect::<Vec<_>>();
     let count_file = |s: &str| each.iter().filter(|v| v["file"] == s).count();
     let ok = each.iter().filter(|v| v.get("error").is_none() && v["file"] == "ok").count();
-    let errors: Vec<String> = each.iter().filter_map(|v| v["error"].as_str().map(|e| format!("attendee{}: {e}", v["i"]))).collect();
-    let five: Vec<String> = each.iter().flat_map(|v| v["five_xx"].as_array().cloned().unwrap_or_default()).filter_map(|x| x.as_str().map(str::to_string)).collect();
+    let errors: Vec<String> =
+        each.iter().filter_map(|v| v["error"].as_str().map(|e| format!("attendee{}: {e}", v["i"]))).collect();
+    let five: Vec<String> = each
+        .iter()
+        .flat_map(|v| v["five_xx"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
     // A file is lost when it is not found, through the gateway or (for an attendee
     // who could not get back in) on the volume; never checked = unverified.
     let written = each.iter().filter(|v| v.get("sha256").is_some()).count();
     let on_vol = |s: &str| each.iter().filter(|v| v["file_on_volume"] == s).count();
     let lost = count_file("lost") + on_vol("lost");
     let mismatched = count_file("mismatch") + on_vol("mismatch");
-    let unverified = written - count_file("ok") - count_file("mismatch") - count_file("lost") - on_vol("ok") - on_vol("mismatch") - on_vol("lost");
+    let unverified = written
+        - count_file("ok")
+        - count_file("mismatch")
+        - count_file("lost")
+        - on_vol("ok")
+        - on_vol("mismatch")
+        - on_vol("lost");
     Ok(json!({
         "n": o.n, "ok": ok, "errors": errors.len(), "error_list": errors, "five_xx": five.len(), "five_xx_list": five,
         "files_written": written, "files_ok": count_file("ok"), "files_mismatched": mismatched, "files_lost": lost,
@@ -711,8 +818,12 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
     // The running user: signed in, in the lab, its server answering.
     let mut runner = Browser::new(client.clone(), &gw);
     let x = runner.xsrf("/hub/login").await?;
-    let r = runner.post_form("/hub/login", &[("username", &o.runner), ("password", &o.password), ("_xsrf", &x)]).await?;
-    let Landing::Lab { slot: rslot, .. } = runner.follow(r, "/hub/login", false, Instant::now() + Duration::from_secs(120), 0).await? else {
+    let r = runner
+        .post_form("/hub/login", &[("username", &o.runner), ("password", &o.password), ("_xsrf", &x)])
+        .await?;
+    let Landing::Lab { slot: rslot, .. } =
+        runner.follow(r, "/hub/login", false, Instant::now() + Duration::from_secs(120), 0).await?
+    else {
         unreachable!()
     };
     let status_url = format!("{gw}/user/{rslot}/api/status");
@@ -722,8 +833,12 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
     if let Some(want) = o.wait_warm {
         let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let r = send(&client, Method::GET, &format!("{gw}/hub/health"), &HeaderMap::new(), Bytes::new()).await?;
-            let warm = serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["pool"]["warm"].as_u64()).unwrap_or(0);
+            let r = send(&client, Method::GET, &format!("{gw}/hub/health"), &HeaderMap::new(), Bytes::new())
+                .await?;
+            let warm = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v["pool"]["warm"].as_u64())
+                .unwrap_or(0);
             if warm >= want {
                 break;
             }
@@ -757,7 +872,15 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
     let stop = Arc::new(AtomicBool::new(false));
     let poll_start = Instant::now();
     let hard_end = poll_start + Duration::from_secs_f64(o.before + o.timeout + o.after + 30.0);
-    let (poller, polls) = spawn_poller(client.clone(), status_url.clone(), rh.clone(), o.rate, poll_start, hard_end, stop.clone());
+    let (poller, polls) = spawn_poller(
+        client.clone(),
+        status_url.clone(),
+        rh.clone(),
+        o.rate,
+        poll_start,
+        hard_end,
+        stop.clone(),
+    );
     let direct_poller = direct.map(|(url, h)| {
         // Half a period later: the two never queue behind each other.
         let offset = Duration::from_secs_f64(0.5 / o.rate);
@@ -778,7 +901,9 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
             let t0 = Instant::now();
             let mut v = serde_json::Map::new();
             let r = async {
-                let r = b.post_form("/hub/login", &[("username", &name), ("password", &password), ("_xsrf", &x)]).await?;
+                let r = b
+                    .post_form("/hub/login", &[("username", &name), ("password", &password), ("_xsrf", &x)])
+                    .await?;
                 v.insert("post_ms".into(), json!(ms(t0.elapsed())));
                 v.insert("post_status".into(), json!(r.status.as_u16()));
                 if !r.status.is_redirection() {
@@ -829,8 +954,10 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
     let done_at = burst_at + t_done.as_micros() as u64;
     let polls = polls.lock().unwrap().clone();
     let window_of = |polls: &[Poll], a: u64, b: u64| {
-        let lat: Vec<u64> = polls.iter().filter(|p| p.0 >= a && p.0 < b && p.2.is_none()).map(|p| p.1).collect();
-        let errs: Vec<&String> = polls.iter().filter(|p| p.0 >= a && p.0 < b).filter_map(|p| p.2.as_ref()).collect();
+        let lat: Vec<u64> =
+            polls.iter().filter(|p| p.0 >= a && p.0 < b && p.2.is_none()).map(|p| p.1).collect();
+        let errs: Vec<&String> =
+            polls.iter().filter(|p| p.0 >= a && p.0 < b).filter_map(|p| p.2.as_ref()).collect();
         let mut s = summary(lat);
         s["errors"] = json!(errs.len());
         s["first_error"] = json!(errs.first());
@@ -863,7 +990,10 @@ pub async fn login_storm(o: StormOpts) -> Result<Value> {
         .chain(polls.iter().filter_map(|p| p.2.as_ref().filter(|e| e.starts_with("status 5")).cloned()))
         .collect();
     let col = |k: &str, outcome: Option<&str>| {
-        each.iter().filter(|v| outcome.is_none_or(|o| v["outcome"] == o)).filter_map(|v| v[k].as_f64()).collect::<Vec<_>>()
+        each.iter()
+            .filter(|v| outcome.is_none_or(|o| v["outcome"] == o))
+            .filter_map(|v| v[k].as_f64())
+            .collect::<Vec<_>>()
     };
     let posts = col("post_ms", None);
     Ok(json!({
@@ -909,7 +1039,11 @@ fn spawn_poller(
             tokio::time::sleep_until(intended.into()).await;
             let (polls, client, url, headers) = (polls.clone(), client.clone(), url.clone(), headers.clone());
             inflight.push(tokio::spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(10), send(&client, Method::GET, &url, &headers, Bytes::new())).await;
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    send(&client, Method::GET, &url, &headers, Bytes::new()),
+                )
+                .await;
                 let err = match r {
                     Ok(Ok(r)) if r.status == StatusCode::OK => None,
                     Ok(Ok(r)) => Some(format!("status {}", r.status.as_u16())),
@@ -937,11 +1071,22 @@ async fn direct_target(instance: &str, slot: &str) -> Result<(String, HeaderMap)
         }
         Ok::<_, anyhow::Error>(String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let cid = run(vec!["ps".into(), "-q".into(), "--filter".into(), format!("label=nbgate.instance={instance}"), "--filter".into(), format!("label=nbgate.slot={slot}")]).await?;
+    let cid = run(vec![
+        "ps".into(),
+        "-q".into(),
+        "--filter".into(),
+        format!("label=nbgate.instance={instance}"),
+        "--filter".into(),
+        format!("label=nbgate.slot={slot}"),
+    ])
+    .await?;
     let cid = cid.lines().next().context("no container for the runner's slot")?.to_string();
     let port = run(vec!["port".into(), cid.clone(), "8888/tcp".into()]).await?;
-    let port = port.lines().next().and_then(|l| l.rsplit(':').next()).context("no published port")?.to_string();
-    let env = run(vec!["inspect".into(), "-f".into(), "{{range .Config.Env}}{{println .}}{{end}}".into(), cid]).await?;
+    let port =
+        port.lines().next().and_then(|l| l.rsplit(':').next()).context("no published port")?.to_string();
+    let env =
+        run(vec!["inspect".into(), "-f".into(), "{{range .Config.Env}}{{println .}}{{end}}".into(), cid])
+            .await?;
     let token = env.lines().find_map(|l| l.strip_prefix("JUPYTER_TOKEN=")).context("no JUPYTER_TOKEN")?;
     let mut h = HeaderMap::new();
     h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("token {token}"))?);
