@@ -176,8 +176,15 @@ fn upstream_candidates(info: &ContainerInspectResponse, instance: &str) -> Vec<S
 
 /// The first of `candidates` where Jupyter answers, if any.
 async fn answering(app: &App, candidates: &[SocketAddr], slot: &SlotId, token: &str) -> Option<SocketAddr> {
-    for &addr in candidates {
+    for (i, &addr) in candidates.iter().enumerate() {
         if probe_status(app, addr, slot, token).await {
+            // Jupyter may have begun listening between two probes: a better
+            // address that failed a moment ago gets one more try.
+            for &better in &candidates[..i] {
+                if probe_status(app, better, slot, token).await {
+                    return Some(better);
+                }
+            }
             return Some(addr);
         }
     }
