@@ -6,6 +6,12 @@
 //! `INPUT` (traffic to the host); installing is idempotent and stopping the
 //! gateway removes them. Only arguments built here reach iptables — never a
 //! shell.
+//!
+//! Forwarded traffic is also sent to the chain straight from `FORWARD`, above
+//! Docker's own `ACCEPT` for the bridge: Docker moves its `DOCKER-USER` jump by
+//! deleting and re-inserting it whenever a network is created, and a
+//! connection opened in that gap would never be checked (its later packets are
+//! `ESTABLISHED`). Seen once in the tests, with other networks coming and going.
 
 use std::process::Command;
 
@@ -76,8 +82,10 @@ pub fn install(instance: &str, bridge: &str) -> Result<(), FirewallError> {
     iptables(&["-A", &fwd, "-j", "RETURN"])?;
     // Nothing new from a notebook to the host itself.
     iptables(&["-A", &inp, "-j", "DROP"])?;
-    if !iptables(&["-C", "DOCKER-USER", "-i", bridge, "-j", &fwd])? {
-        iptables(&["-I", "DOCKER-USER", "-i", bridge, "-j", &fwd])?;
+    for chain in ["DOCKER-USER", "FORWARD"] {
+        if !iptables(&["-C", chain, "-i", bridge, "-j", &fwd])? {
+            iptables(&["-I", chain, "-i", bridge, "-j", &fwd])?;
+        }
     }
     if !iptables(&["-C", "INPUT", "-i", bridge, "-j", &inp])? {
         iptables(&["-I", "INPUT", "-i", bridge, "-j", &inp])?;
@@ -88,8 +96,10 @@ pub fn install(instance: &str, bridge: &str) -> Result<(), FirewallError> {
 /// Remove the jumps and the chains.
 pub fn remove(instance: &str, bridge: &str) {
     let (fwd, inp) = chains(instance);
-    while matches!(iptables(&["-C", "DOCKER-USER", "-i", bridge, "-j", &fwd]), Ok(true)) {
-        let _ = iptables(&["-D", "DOCKER-USER", "-i", bridge, "-j", &fwd]);
+    for chain in ["DOCKER-USER", "FORWARD"] {
+        while matches!(iptables(&["-C", chain, "-i", bridge, "-j", &fwd]), Ok(true)) {
+            let _ = iptables(&["-D", chain, "-i", bridge, "-j", &fwd]);
+        }
     }
     while matches!(iptables(&["-C", "INPUT", "-i", bridge, "-j", &inp]), Ok(true)) {
         let _ = iptables(&["-D", "INPUT", "-i", bridge, "-j", &inp]);
@@ -101,11 +111,13 @@ pub fn remove(instance: &str, bridge: &str) {
 }
 
 /// Whether the rules are in place: the forward chain drops the metadata range
-/// and `DOCKER-USER` jumps to it.
+/// and both `DOCKER-USER` and `FORWARD` jump to it.
 pub fn in_place(instance: &str, bridge: &str) -> bool {
     let (fwd, _) = chains(instance);
     matches!(iptables(&["-C", &fwd, "-d", "169.254.0.0/16", "-j", "DROP"]), Ok(true))
-        && matches!(iptables(&["-C", "DOCKER-USER", "-i", bridge, "-j", &fwd]), Ok(true))
+        && ["DOCKER-USER", "FORWARD"]
+            .iter()
+            .all(|chain| matches!(iptables(&["-C", chain, "-i", bridge, "-j", &fwd]), Ok(true)))
 }
 
 /// The Linux bridge behind the instance's Docker network.

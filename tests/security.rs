@@ -311,6 +311,20 @@ async fn attack_14_container_abuse() {
     )
     .into_owned();
     assert!(input.contains(&format!("-A {inp} -j DROP")), "{input}");
+    // FORWARD sends the bridge's traffic to the chain itself, above Docker's
+    // ACCEPT for it: Docker's own DOCKER-USER jump is briefly absent whenever
+    // a network is created elsewhere.
+    let forward = String::from_utf8_lossy(
+        &std::process::Command::new("iptables").args(["-S", "FORWARD"]).output().unwrap().stdout,
+    )
+    .into_owned();
+    let position = |needle: &str| forward.lines().position(|l| l.contains(needle));
+    let ours =
+        position(&format!("-j {fwd}")).unwrap_or_else(|| panic!("no FORWARD jump to {fwd}:\n{forward}"));
+    let bridge = forward.lines().nth(ours).and_then(|l| l.split_whitespace().nth(3)).unwrap().to_string();
+    if let Some(accept) = position(&format!("-i {bridge} ! -o {bridge} -j ACCEPT")) {
+        assert!(ours < accept, "Docker's ACCEPT for {bridge} comes first:\n{forward}");
+    }
     let out = common::nbgate_cli(&t, &["check"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ok    firewall: rules in place"),
