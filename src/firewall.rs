@@ -17,6 +17,9 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+/// The chains that send the bridge's forwarded traffic to the instance's chain.
+const FORWARD_HOOKS: [&str; 2] = ["DOCKER-USER", "FORWARD"];
+
 /// Ranges no notebook may reach.
 pub const BLOCKED: [&str; 5] =
     ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
@@ -82,7 +85,7 @@ pub fn install(instance: &str, bridge: &str) -> Result<(), FirewallError> {
     iptables(&["-A", &fwd, "-j", "RETURN"])?;
     // Nothing new from a notebook to the host itself.
     iptables(&["-A", &inp, "-j", "DROP"])?;
-    for chain in ["DOCKER-USER", "FORWARD"] {
+    for chain in FORWARD_HOOKS {
         if !iptables(&["-C", chain, "-i", bridge, "-j", &fwd])? {
             iptables(&["-I", chain, "-i", bridge, "-j", &fwd])?;
         }
@@ -96,7 +99,7 @@ pub fn install(instance: &str, bridge: &str) -> Result<(), FirewallError> {
 /// Remove the jumps and the chains.
 pub fn remove(instance: &str, bridge: &str) {
     let (fwd, inp) = chains(instance);
-    for chain in ["DOCKER-USER", "FORWARD"] {
+    for chain in FORWARD_HOOKS {
         while matches!(iptables(&["-C", chain, "-i", bridge, "-j", &fwd]), Ok(true)) {
             let _ = iptables(&["-D", chain, "-i", bridge, "-j", &fwd]);
         }
@@ -115,7 +118,7 @@ pub fn remove(instance: &str, bridge: &str) {
 pub fn in_place(instance: &str, bridge: &str) -> bool {
     let (fwd, _) = chains(instance);
     matches!(iptables(&["-C", &fwd, "-d", "169.254.0.0/16", "-j", "DROP"]), Ok(true))
-        && ["DOCKER-USER", "FORWARD"]
+        && FORWARD_HOOKS
             .iter()
             .all(|chain| matches!(iptables(&["-C", chain, "-i", bridge, "-j", &fwd]), Ok(true)))
 }

@@ -339,13 +339,7 @@ async fn servers_in_use_outweigh_warm_ones_for_the_cpu() {
     let t = TestInstance::new();
     let gw = Gateway::start(&t, &[("NBGATE_AUTH", "ephemeral"), ("NBGATE_POOL_SIZE", "1")]);
     gw.wait_warm(1).await;
-    let shares = |id: &str| {
-        let out = std::process::Command::new("docker")
-            .args(["inspect", "-f", "{{.HostConfig.CpuShares}}", id])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().unwrap()
-    };
+    let shares = |id: &str| common::inspect(id, "{{.HostConfig.CpuShares}}").parse::<i64>().unwrap();
     let warm = common::containers(&t);
     assert_eq!(warm.len(), 1);
     assert_eq!(shares(&warm[0]), WARM_CPU_SHARES, "a warm container yields");
@@ -373,14 +367,9 @@ async fn the_gateway_reaches_jupyter_on_the_network_not_through_docker_proxy() {
     gw.wait_warm(1).await;
     let (cookie, slot) = gw.visit(None).await;
     let name = format!("{}-slot-{slot}", t.name);
-    let inspect = |format: &str| {
-        let out =
-            std::process::Command::new("docker").args(["inspect", "-f", format, &name]).output().unwrap();
-        assert!(out.status.success(), "docker inspect {name}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let ip = inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
-    let published = inspect(r#"{{(index (index .NetworkSettings.Ports "8888/tcp") 0).HostPort}}"#);
+    let ip = common::inspect(&name, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let published =
+        common::inspect(&name, r#"{{(index (index .NetworkSettings.Ports "8888/tcp") 0).HostPort}}"#);
     assert!(!ip.is_empty() && !published.is_empty(), "ip {ip:?}, published port {published:?}");
     let resp = gw.http.get(gw.user_url(&slot, "api/status")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -405,10 +394,10 @@ async fn the_gateway_reaches_jupyter_on_the_network_not_through_docker_proxy() {
 async fn containers_are_created_one_at_a_time() {
     common::require_docker();
     let t = TestInstance::new();
-    let since = chrono_now();
+    let since = unix_now();
     let gw = Gateway::start(&t, &[EPHEMERAL, ("NBGATE_POOL_SIZE", "4")]);
     gw.wait_warm(4).await;
-    let until = chrono_now() + 1;
+    let until = unix_now() + 1;
     let label = format!("label=nbgate.instance={}", t.name);
     let out = std::process::Command::new("docker")
         .args(["events", "--since", &since.to_string(), "--until", &until.to_string(), "--filter", &label])
@@ -432,6 +421,6 @@ async fn containers_are_created_one_at_a_time() {
     }
 }
 
-fn chrono_now() -> u64 {
+fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

@@ -298,26 +298,17 @@ async fn attack_14_container_abuse() {
 
     // The rules are in place, metadata first; inspected, never tried.
     let (fwd, inp) = nbgate::firewall::chains(&t.name);
-    let rules = String::from_utf8_lossy(
-        &std::process::Command::new("iptables").args(["-S", &fwd]).output().unwrap().stdout,
-    )
-    .into_owned();
+    let rules = iptables_rules(&fwd);
     for range in nbgate::firewall::BLOCKED {
         assert!(rules.contains(&format!("-d {range} -j DROP")), "{range} not blocked:\n{rules}");
     }
     assert!(rules.contains("--dport 53 -j RETURN"), "DNS stays allowed");
-    let input = String::from_utf8_lossy(
-        &std::process::Command::new("iptables").args(["-S", &inp]).output().unwrap().stdout,
-    )
-    .into_owned();
+    let input = iptables_rules(&inp);
     assert!(input.contains(&format!("-A {inp} -j DROP")), "{input}");
     // FORWARD sends the bridge's traffic to the chain itself, above Docker's
     // ACCEPT for it: Docker's own DOCKER-USER jump is briefly absent whenever
     // a network is created elsewhere.
-    let forward = String::from_utf8_lossy(
-        &std::process::Command::new("iptables").args(["-S", "FORWARD"]).output().unwrap().stdout,
-    )
-    .into_owned();
+    let forward = iptables_rules("FORWARD");
     let position = |needle: &str| forward.lines().position(|l| l.contains(needle));
     let ours =
         position(&format!("-j {fwd}")).unwrap_or_else(|| panic!("no FORWARD jump to {fwd}:\n{forward}"));
@@ -545,4 +536,10 @@ async fn attack_06_10_logs_carry_no_secrets_and_stay_bounded() {
         assert!(!line.contains('\u{1b}'), "a raw escape sequence reached the log");
         assert!(!line.contains("forged line") || line.starts_with('{'), "a forged log line");
     }
+}
+
+/// `iptables -S CHAIN`: the chain's rules as iptables prints them.
+fn iptables_rules(chain: &str) -> String {
+    let out = std::process::Command::new("iptables").args(["-S", chain]).output().expect("iptables runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -174,18 +174,16 @@ fn upstream_candidates(info: &ContainerInspectResponse, instance: &str) -> Vec<S
     on_network.into_iter().chain(published).collect()
 }
 
-/// The first of `candidates` where Jupyter answers, if any.
+/// The best of `candidates` where Jupyter answers, if any. A refused
+/// connection means the address works and Jupyter is still starting: the
+/// fallbacks after it are not tried (they would answer no sooner, and a
+/// container must not settle on a worse path by a probe's timing).
 async fn answering(app: &App, candidates: &[SocketAddr], slot: &SlotId, token: &str) -> Option<SocketAddr> {
-    for (i, &addr) in candidates.iter().enumerate() {
-        if probe_status(app, addr, slot, token).await {
-            // Jupyter may have begun listening between two probes: a better
-            // address that failed a moment ago gets one more try.
-            for &better in &candidates[..i] {
-                if probe_status(app, better, slot, token).await {
-                    return Some(better);
-                }
-            }
-            return Some(addr);
+    for &addr in candidates {
+        match probe_status(app, addr, slot, token).await {
+            Probe::Ready => return Some(addr),
+            Probe::Refused => return None,
+            Probe::Failed => {}
         }
     }
     None
@@ -227,18 +225,45 @@ async fn wait_ready(
     }
 }
 
+/// What one readiness probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// Jupyter answered 200.
+    Ready,
+    /// The address is reachable but nothing listens there yet.
+    Refused,
+    /// Anything else: no route, a timeout, another status.
+    Failed,
+}
+
 /// One readiness probe: `GET /user/<slot>/api/status` → 200.
-pub async fn probe_status(app: &App, upstream: SocketAddr, slot: &SlotId, token: &str) -> bool {
+async fn probe_status(app: &App, upstream: SocketAddr, slot: &SlotId, token: &str) -> Probe {
     let uri = format!("http://{upstream}{}api/status", slot.base_url());
     let Ok(req) =
         http::Request::get(uri).header("authorization", format!("token {token}")).body(Empty::<Bytes>::new())
     else {
-        return false;
+        return Probe::Failed;
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), app.probe_client.request(req)).await,
-        Ok(Ok(resp)) if resp.status() == http::StatusCode::OK
-    )
+    match tokio::time::timeout(Duration::from_secs(2), app.probe_client.request(req)).await {
+        Ok(Ok(resp)) if resp.status() == http::StatusCode::OK => Probe::Ready,
+        Ok(Err(e)) if refused(&e) => Probe::Refused,
+        _ => Probe::Failed,
+    }
+}
+
+/// Whether an error is, somewhere in its chain, a refused TCP connection.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Follow Docker: reconcile on every (re)connect, then apply die/destroy/oom
@@ -620,4 +645,23 @@ pub async fn discard(app: &App, warm: &Warm) {
     }
     clean_slot_dir(app, &warm.slot);
     app.pool.wake_refill.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A started container whose Jupyter does not listen yet refuses; that is
+    /// what keeps a start from trying the published port meanwhile.
+    #[tokio::test]
+    async fn a_closed_port_is_refused_and_other_failures_are_not() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Empty<Bytes>>();
+        let uri: http::Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let err = client.get(uri).await.expect_err("nothing listens there");
+        assert!(refused(&err), "{err:?}");
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "no route");
+        assert!(!refused(&timeout));
+    }
 }

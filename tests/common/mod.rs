@@ -501,6 +501,14 @@ pub fn containers(t: &TestInstance) -> Vec<String> {
     docker_lines(&["ps", "-q", "--filter", &format!("label=nbgate.instance={}", t.name)])
 }
 
+/// `docker inspect -f FORMAT OBJECT`, trimmed; the object must exist.
+pub fn inspect(object: &str, format: &str) -> String {
+    let out =
+        Command::new("docker").args(["inspect", "-f", format, object]).output().expect("the docker CLI runs");
+    assert!(out.status.success(), "docker inspect {object}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Run `nbgate <args>` with the instance's environment.
 pub fn nbgate_cli(t: &TestInstance, args: &[&str]) -> std::process::Output {
     Command::new(nbgate_bin())
