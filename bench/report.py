@@ -666,7 +666,7 @@ if any(f == "logins" for (f, *_rest) in by) or any(x["figure"] == "logins" for x
     for w in ["before", "during", "during_posts", "during_rest", "after"]:
         s = dig(r, "direct", w) or {}
         if s.get("count"):
-            P(f"| the same server polled directly (its port and token), {wl[w]} ({fmt(s.get('errors'))} errors) | "
+            P(f"| the same server polled directly (its address and token), {wl[w]} ({fmt(s.get('errors'))} errors) | "
               f"{s.get('count')} | {fmt(s.get('p50_ms'))} | {fmt(s.get('p90_ms'))} | {fmt(s.get('p99_ms'))} | "
               f"{fmt(s.get('max_ms'))} |")
     P("")

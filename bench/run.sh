@@ -318,24 +318,17 @@ jq -n \
 
 # ------------------------------------------------------------------ upstreams and peers
 
-# Pin a published port's docker-proxy to the load core (it is part of the upstream).
-pin_docker_proxy() {
-  [ -n "$PIN_LOAD" ] || return 0
-  local port=$1 pid
-  for pid in $(pgrep -f "docker-proxy .*-host-port $port( |$)"); do taskset -a -p -c 0 "$pid" >/dev/null 2>&1; done
-}
-
 # up_addr CID — where every peer reaches the upstream: the container's own address, as
 # nbgate does (src/pool/supervise.rs), so that no peer pays for docker-proxy; the
 # published port only if the container has no address.
 up_addr() {
   local ip
   ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" 2>/dev/null | awk '{print $1}')
-  if [ -n "$ip" ]; then echo "$ip:8888"; else echo "127.0.0.1:$UP_PORT"; fi
+  if [ -n "$ip" ]; then echo "$ip:8888"; else docker port "$1" 8888/tcp 2>/dev/null | head -1; fi
 }
 
 # start_upstream NAME IMAGE — a container like nbgate's (same limits), on the load core.
-# Sets UP_PORT UP_ADDR UP_BASE UP_TOKEN UP_CID.
+# Sets UP_ADDR UP_BASE UP_TOKEN UP_CID.
 start_upstream() {
   local name=$1 image=$2
   UP_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -344,11 +337,9 @@ start_upstream() {
     ${PIN_LOAD:+--cpuset-cpus 0} --cpus 1 --memory 512m --memory-swap 512m --pids-limit 512 \
     --ulimit nofile=4096:8192 --cap-drop ALL --security-opt no-new-privileges:true --user 1000:100 \
     -p 127.0.0.1::8888 -e NBGATE_BASE_URL=$UP_BASE -e "JUPYTER_TOKEN=$UP_TOKEN" "$image") || return 1
-  UP_PORT=$(docker port "$UP_CID" 8888/tcp | head -1 | sed 's/.*://')
-  wait_until 90 curl -sf -H "Authorization: token $UP_TOKEN" "http://127.0.0.1:$UP_PORT${UP_BASE}api/status" \
-    || { log "upstream $name did not become ready"; return 1; }
-  pin_docker_proxy "$UP_PORT"
   UP_ADDR=$(up_addr "$UP_CID")
+  wait_until 90 curl -sf -H "Authorization: token $UP_TOKEN" "http://$UP_ADDR${UP_BASE}api/status" \
+    || { log "upstream $name did not become ready"; return 1; }
 }
 
 # adopt_nbgate_container — use the container nbgate bound to our session as the upstream
@@ -358,13 +349,11 @@ adopt_nbgate_container() {
   cid=$(docker ps -q --filter "label=nbgate.instance=$inst" --filter "label=nbgate.slot=$NB_SLOT" | head -1)
   [ -n "$cid" ] || return 1
   UP_CID=$cid
-  UP_PORT=$(docker port "$cid" 8888/tcp | head -1 | sed 's/.*://')
+  UP_ADDR=$(up_addr "$cid")
   UP_TOKEN=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$cid" | sed -n 's/^JUPYTER_TOKEN=//p')
   UP_BASE=/user/$NB_SLOT/
-  [ -n "$UP_PORT" ] && [ -n "$UP_TOKEN" ] || return 1
+  [ -n "$UP_ADDR" ] && [ -n "$UP_TOKEN" ] || return 1
   [ -z "$PIN_LOAD" ] || docker update --cpuset-cpus 0 "$cid" >/dev/null 2>&1
-  pin_docker_proxy "$UP_PORT"
-  UP_ADDR=$(up_addr "$cid")
 }
 
 # start_nginx NAME UPSTREAM_ADDR [EXTRA_LOCATIONS_FILE] — worker_processes 1 on the proxy core.

@@ -1062,7 +1062,7 @@ fn spawn_poller(
     (h, out)
 }
 
-/// The runner's container, reached on its published port with its token.
+/// The runner's container, reached on its own address with its token.
 async fn direct_target(instance: &str, slot: &str) -> Result<(String, HeaderMap)> {
     let run = |args: Vec<String>| async move {
         let o = tokio::process::Command::new("docker").args(&args).output().await?;
@@ -1081,16 +1081,22 @@ async fn direct_target(instance: &str, slot: &str) -> Result<(String, HeaderMap)
     ])
     .await?;
     let cid = cid.lines().next().context("no container for the runner's slot")?.to_string();
-    let port = run(vec!["port".into(), cid.clone(), "8888/tcp".into()]).await?;
-    let port =
-        port.lines().next().and_then(|l| l.rsplit(':').next()).context("no published port")?.to_string();
+    // Its own address, the path the gateway takes (not docker-proxy's published port).
+    let ips = run(vec![
+        "inspect".into(),
+        "-f".into(),
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}".into(),
+        cid.clone(),
+    ])
+    .await?;
+    let ip = ips.split_whitespace().next().context("the runner's container has no address")?.to_string();
     let env =
         run(vec!["inspect".into(), "-f".into(), "{{range .Config.Env}}{{println .}}{{end}}".into(), cid])
             .await?;
     let token = env.lines().find_map(|l| l.strip_prefix("JUPYTER_TOKEN=")).context("no JUPYTER_TOKEN")?;
     let mut h = HeaderMap::new();
     h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("token {token}"))?);
-    Ok((format!("http://127.0.0.1:{port}/user/{slot}/api/status"), h))
+    Ok((format!("http://{ip}:8888/user/{slot}/api/status"), h))
 }
 
 // ---------------------------------------------------------------- bcrypt
