@@ -51,7 +51,7 @@ fn measure(n: usize, threads: usize) -> f64 {
                             i = (i.wrapping_mul(1_103_515_245).wrapping_add(12_345)) % keys.len();
                             let (slot, session) = &keys[i];
                             let route = routes.get(slot).expect("present");
-                            assert!(route.owner_of(std::slice::from_ref(session)).is_some());
+                            assert!(route.owner_of([*session]).is_some());
                         }
                         done += 1000;
                     }

@@ -38,8 +38,6 @@ pub struct AppInner {
     pub pool: Pool,
     /// Assigned slots: upstream, owners, activity.
     pub routes: Routes,
-    /// Pooled connections to notebook containers, for proxying.
-    pub upstream: crate::proxy::UpstreamClient,
     /// Pooled connections for readiness probes.
     pub probe_client: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -137,7 +135,6 @@ impl Server {
             docker: DockerHandle::new(),
             pool: Pool::new(),
             routes: Routes::default(),
-            upstream: crate::proxy::upstream_client(),
             probe_client,
             cookie_secret,
             hot_bind,
@@ -206,13 +203,14 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let (app, router) = (self.app.clone(), router.clone());
+            let browser = Arc::new(crate::proxy::Browser::new(peer));
             let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (app, router) = (app.clone(), router.clone());
+                let (app, router, browser) = (app.clone(), router.clone(), browser.clone());
                 async move {
                     // The proxy path skips the router: it is the hot path.
                     if req.uri().path().starts_with("/user/") {
                         return Ok::<_, std::convert::Infallible>(
-                            crate::proxy::handle(&app, req, peer).await,
+                            crate::proxy::handle(&app, &browser, req).await,
                         );
                     }
                     let mut req = req.map(axum::body::Body::new);

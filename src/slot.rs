@@ -5,36 +5,45 @@ use std::fmt;
 use rand::RngCore;
 
 /// A validated slot id: 16 lowercase hex characters (64 random bits). Never a
-/// username, so URLs reveal nothing and cannot be guessed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotId(String);
+/// username, so URLs reveal nothing and cannot be guessed. Held inline: every
+/// proxied request parses one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotId([u8; 16]);
 
 impl SlotId {
     pub fn random() -> Self {
         let mut bytes = [0u8; 8];
         rand::rng().fill_bytes(&mut bytes);
-        Self(hex::encode(bytes))
+        let mut id = [0u8; 16];
+        hex::encode_to_slice(bytes, &mut id).expect("8 bytes are 16 hex digits");
+        Self(id)
     }
 
     /// Accept only exactly what [`SlotId::random`] makes.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(s.to_string()))
+        let id: [u8; 16] = s.as_bytes().try_into().ok()?;
+        id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)).then_some(Self(id))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a slot id is ASCII hex")
     }
 
     /// The Jupyter server's base URL for this slot.
     pub fn base_url(&self) -> String {
-        format!("/user/{}/", self.0)
+        format!("/user/{self}/")
     }
 }
 
 impl fmt::Display for SlotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlotId({})", self.as_str())
     }
 }
 

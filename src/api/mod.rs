@@ -23,7 +23,7 @@ pub async fn my_route(app: &App, headers: &HeaderMap) -> Option<Arc<Route>> {
         let Ok(Some(row)) = crate::db::sessions::find(&app.db, &hash, now).await else { continue };
         let route =
             row.slot_id.as_deref().and_then(crate::slot::SlotId::parse).and_then(|s| app.routes.get(&s));
-        if let Some(route) = route.filter(|r| r.owner_of(&[hash]).is_some()) {
+        if let Some(route) = route.filter(|r| r.owner_of([hash]).is_some()) {
             return Some(route);
         }
     }

@@ -36,27 +36,26 @@ pub fn hash(value: &str) -> SessionHash {
     Sha256::digest(value.as_bytes()).into()
 }
 
-/// Every value of cookie `name` in the request, in order. More than one can
-/// arrive (a tossed cookie with another Path or Domain); callers try each, and
-/// a value only ever grants what its own session owns.
-pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name && !v.is_empty() && v.len() <= 128 && out.len() < 4 {
-                    out.push(v);
-                }
-            }
-        }
-    }
-    out
+/// Every value of cookie `name` in the request, in order (at most 4). More than
+/// one can arrive (a tossed cookie with another Path or Domain); callers try
+/// each, and a value only ever grants what its own session owns. Lazy: the
+/// proxy runs this on every request.
+pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(COOKIE)
+        .into_iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(move |pair| match pair.trim().split_once('=') {
+            Some((k, v)) if k == name && !v.is_empty() && v.len() <= 128 => Some(v),
+            _ => None,
+        })
+        .take(4)
 }
 
 /// Hashes of the session cookies presented.
-pub fn presented(headers: &HeaderMap, tls: bool) -> Vec<SessionHash> {
-    cookie_values(headers, session_cookie(tls)).into_iter().map(hash).collect()
+pub fn presented(headers: &HeaderMap, tls: bool) -> impl Iterator<Item = SessionHash> + '_ {
+    cookie_values(headers, session_cookie(tls)).map(hash)
 }
 
 /// `Set-Cookie` for a cookie of ours: HttpOnly, SameSite=Lax, Path=/, and
@@ -78,23 +77,24 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<std::time::Duration>,
 /// Remove our own cookies from a `Cookie` header bound upstream: the gateway's
 /// session must never reach a notebook server (SECURITY.md #10).
 pub fn strip_ours(headers: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
-    if values.is_empty() {
+    if !headers.contains_key(COOKIE) {
         return;
     }
+    let mut kept = String::new();
+    for pair in headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')) {
+        let pair = pair.trim();
+        let name = pair.split('=').next().unwrap_or("");
+        if pair.is_empty() || name.starts_with("nbgate-") || name.starts_with("__Host-nbgate-") {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
     headers.remove(COOKIE);
-    let kept: Vec<&str> = values
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !pair.is_empty() && !name.starts_with("nbgate-") && !name.starts_with("__Host-nbgate-")
-        })
-        .collect();
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(v) = HeaderValue::from_str(&kept) {
             headers.insert(COOKIE, v);
         }
     }
@@ -119,8 +119,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("a=1; nbgate-session=x; b=2"));
         h.append(COOKIE, HeaderValue::from_static("nbgate-session=y"));
-        assert_eq!(cookie_values(&h, "nbgate-session"), vec!["x", "y"]);
-        assert!(cookie_values(&h, "__Host-nbgate-session").is_empty());
+        assert_eq!(cookie_values(&h, "nbgate-session").collect::<Vec<_>>(), vec!["x", "y"]);
+        assert!(cookie_values(&h, "__Host-nbgate-session").next().is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod routes;
 mod splice;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
 use crate::app::App;
@@ -23,18 +22,21 @@ use crate::config::AuthMode;
 use crate::slot::SlotId;
 use crate::web::pages::{redirect, render, MessagePage};
 use routes::Route;
+use upstream::Upstream;
 
-/// Pooled HTTP/1 client to notebook containers (request bodies stream through).
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+/// What the proxy keeps for one browser connection.
+pub struct Browser {
+    /// Its connection to the notebook server.
+    upstream: Upstream,
+    /// `X-Forwarded-For`: the peer address, formatted once.
+    forwarded_for: HeaderValue,
+}
 
-pub fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(connector)
+impl Browser {
+    pub fn new(peer: SocketAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header");
+        Self { upstream: Upstream::default(), forwarded_for }
+    }
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
@@ -49,8 +51,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Handle a request whose path starts with `/user/`.
-pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response {
+/// Handle a request whose path starts with `/user/`, from `browser`'s connection.
+pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Response {
     let path = req.uri().path();
     let rest = &path["/user/".len()..];
     let (slot_str, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -71,8 +73,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let Some(route) = app.routes.get(&slot) else {
         return gone(app, &req).await;
     };
-    let presented = session::presented(req.headers(), tls);
-    let Some(closed) = route.owner_of(&presented) else {
+    let Some(closed) = route.owner_of(session::presented(req.headers(), tls)) else {
         return not_yours(app, &req);
     };
     let upgrade = is_websocket_upgrade(req.headers());
@@ -84,11 +85,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         route.touch();
     }
     if upgrade {
-        return websocket(app, req, route, closed, peer).await;
+        return websocket(app, browser, req, route, closed).await;
     }
     let lab_page = req.method() == http::Method::GET
         && (tail == "lab" || tail.starts_with("lab/") || tail.starts_with("lab?"));
-    let resp = forward(app, req, &route, peer).await;
+    let resp = forward(app, browser, req, &route).await;
     let is_html = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -102,14 +103,14 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
 }
 
 /// Forward one HTTP request, streaming both bodies.
-async fn forward(app: &App, req: Request<Incoming>, route: &Route, peer: SocketAddr) -> Response {
+async fn forward(app: &App, browser: &Browser, req: Request<Incoming>, route: &Route) -> Response {
     let (mut parts, body) = req.into_parts();
-    let Some(uri) = upstream_uri(&parts.uri, route.upstream) else {
+    let Some(uri) = upstream_uri(&parts.uri) else {
         return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
     };
     parts.uri = uri;
-    prepare_upstream_headers(&mut parts.headers, route, peer, app.config.tls(), false);
-    match app.upstream.request(Request::from_parts(parts, body)).await {
+    prepare_upstream_headers(&mut parts.headers, route, &browser.forwarded_for, app.config.tls(), false);
+    match browser.upstream.send(route.upstream, Request::from_parts(parts, body)).await {
         Ok(resp) => {
             app.metrics.proxied_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (mut parts, body) = resp.into_parts();
@@ -127,19 +128,19 @@ async fn forward(app: &App, req: Request<Incoming>, route: &Route, peer: SocketA
 /// Forward a WebSocket upgrade; on 101 from upstream, answer 101 and splice.
 async fn websocket(
     app: &App,
+    browser: &Browser,
     mut req: Request<Incoming>,
     route: Arc<Route>,
     closed: tokio_util::sync::CancellationToken,
-    peer: SocketAddr,
 ) -> Response {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    let Some(uri) = upstream_uri(&parts.uri, route.upstream) else {
+    let Some(uri) = upstream_uri(&parts.uri) else {
         return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
     };
     parts.uri = uri;
-    prepare_upstream_headers(&mut parts.headers, &route, peer, app.config.tls(), true);
-    let mut upstream_resp = match app.upstream.request(Request::from_parts(parts, body)).await {
+    prepare_upstream_headers(&mut parts.headers, &route, &browser.forwarded_for, app.config.tls(), true);
+    let mut upstream_resp = match upstream::upgrade(route.upstream, Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(slot = %route.slot, error = %e, "upstream WebSocket failed");
@@ -214,15 +215,22 @@ fn bad_gateway_plain() -> Response {
         .into_response()
 }
 
-/// `http://<upstream><path>?<query without token=>`.
-fn upstream_uri(original: &Uri, upstream: SocketAddr) -> Option<Uri> {
+/// `<path>?<query without token=>`, in origin form (the connection already
+/// goes to the route's upstream). Without a query the request's own URI is
+/// reused, which costs no copy.
+fn upstream_uri(original: &Uri) -> Option<Uri> {
     let path = original.path();
-    let query = original.query().map(strip_token_param).filter(|q| !q.is_empty());
-    let pq = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+    let Some(query) = original.query() else {
+        if original.scheme().is_none() && original.authority().is_none() {
+            return Some(original.clone());
+        }
+        return Uri::builder().path_and_query(path).build().ok();
     };
-    Uri::builder().scheme("http").authority(upstream.to_string()).path_and_query(pq).build().ok()
+    let pq = match strip_token_param(query) {
+        q if q.is_empty() => path.to_string(),
+        q => format!("{path}?{q}"),
+    };
+    Uri::builder().path_and_query(pq).build().ok()
 }
 
 /// A browser's `?token=` is ignored: only the gateway authenticates upstream
@@ -231,10 +239,16 @@ fn strip_token_param(query: &str) -> String {
     query.split('&').filter(|p| *p != "token" && !p.starts_with("token=")).collect::<Vec<_>>().join("&")
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
 fn prepare_upstream_headers(
     headers: &mut HeaderMap,
     route: &Route,
-    peer: SocketAddr,
+    forwarded_for: &HeaderValue,
     tls: bool,
     upgrade: bool,
 ) {
@@ -247,17 +261,15 @@ fn prepare_upstream_headers(
     session::strip_ours(headers);
     headers.insert(header::AUTHORIZATION, route.auth_header.clone());
     // Our own view of the client; anything the client claimed is replaced.
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     } else {
-        headers.remove("x-forwarded-host");
+        headers.remove(X_FORWARDED_HOST);
     }
-    headers.remove("x-real-ip");
-    headers.remove("forwarded");
+    headers.remove(X_REAL_IP);
+    headers.remove(FORWARDED);
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -287,18 +299,32 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Segments after the slot: no `.`/`..` (also percent-encoded), no empty
-/// segments, no encoded `/` or `\` (SECURITY.md #8).
+/// segments, no encoded `/` or `\\` (SECURITY.md #8). No allocation: every
+/// proxied request passes here.
 pub fn clean_path(tail: &str) -> bool {
-    let lower = tail.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+    let has = |needle: &str| tail.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+    if has("%2f") || has("%5c") || tail.contains('\\') {
         return false;
     }
-    let segments: Vec<&str> = tail.split('/').collect();
-    let last = segments.len() - 1;
-    segments.iter().enumerate().all(|(i, s)| {
-        let decoded = s.to_ascii_lowercase().replace("%2e", ".");
-        decoded != "." && decoded != ".." && (!s.is_empty() || i == last)
-    })
+    let last = tail.split('/').count() - 1;
+    tail.split('/').enumerate().all(|(i, s)| !is_dot_segment(s) && (!s.is_empty() || i == last))
+}
+
+/// `.` or `..`, with any dot written as `%2e` in either case.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// Requests an open JupyterLab tab makes by itself; they do not keep a
@@ -427,10 +453,9 @@ mod tests {
         assert_eq!(strip_token_param("a=1&token=abc&b=2"), "a=1&b=2");
         assert_eq!(strip_token_param("tokens=1&token"), "tokens=1");
         let uri: Uri = "/user/x/lab?token=t&reset".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&uri, ([127, 0, 0, 1], 9).into()).unwrap(),
-            "http://127.0.0.1:9/user/x/lab?reset"
-        );
+        assert_eq!(upstream_uri(&uri).unwrap(), "/user/x/lab?reset");
+        let uri: Uri = "/user/x/api/status".parse().unwrap();
+        assert_eq!(upstream_uri(&uri).unwrap(), "/user/x/api/status");
     }
 
     #[test]

@@ -102,12 +102,11 @@ impl Route {
     /// The close switch of the first of `candidates` that owns this route.
     /// Constant-time per comparison: a timing side channel must not reveal
     /// how much of a guessed hash matched.
-    pub fn owner_of(&self, candidates: &[SessionHash]) -> Option<CancellationToken> {
+    pub fn owner_of(&self, candidates: impl IntoIterator<Item = SessionHash>) -> Option<CancellationToken> {
         let owners = self.owners.read().expect("owners lock");
-        owners
-            .iter()
-            .find(|o| candidates.iter().any(|c| bool::from(c.ct_eq(&o.session))))
-            .map(|o| o.closed.clone())
+        candidates.into_iter().find_map(|c| {
+            owners.iter().find(|o| bool::from(c.ct_eq(&o.session))).map(|o| o.closed.clone())
+        })
     }
 
     /// Close every session's WebSockets (recycling).

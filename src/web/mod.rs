@@ -80,7 +80,7 @@ async fn not_found() -> Response {
 /// The browser id the form token is bound to: the cookie's value, or a new
 /// one (then the caller sets the cookie). Second value: whether it is new.
 pub fn browser_id(headers: &HeaderMap, tls: bool) -> (String, bool) {
-    match session::cookie_values(headers, xsrf::browser_cookie(tls)).first() {
+    match session::cookie_values(headers, xsrf::browser_cookie(tls)).next() {
         Some(v) => (v.to_string(), false),
         None => (session::new_session().0, true),
     }
@@ -90,9 +90,7 @@ pub fn browser_id(headers: &HeaderMap, tls: bool) -> (String, bool) {
 pub fn form_allowed(app: &App, headers: &HeaderMap, submitted: &str) -> bool {
     let tls = app.config.tls();
     xsrf::same_origin(headers, tls)
-        && session::cookie_values(headers, xsrf::browser_cookie(tls))
-            .iter()
-            .any(|id| xsrf::verify(&app.cookie_secret, id, submitted))
+        && session::cookie_values(headers, xsrf::browser_cookie(tls)).any(|id| xsrf::verify(&app.cookie_secret, id, submitted))
 }
 
 pub fn forbidden_form() -> Response {

@@ -53,7 +53,7 @@ async fn visit(app: &App, headers: &HeaderMap) -> Response {
                     .and_then(crate::slot::SlotId::parse)
                     .and_then(|s| app.routes.get(&s))
                 {
-                    if route.owner_of(&[hash]).is_some() {
+                    if route.owner_of([hash]).is_some() {
                         return redirect(&landing(app, &route));
                     }
                 }
@@ -171,7 +171,6 @@ pub fn access_granted(app: &App, headers: &HeaderMap) -> bool {
     let Some(password) = &app.config.access_password else { return true };
     let want = access_value(app, password.expose());
     session::cookie_values(headers, access_cookie(app.config.tls()))
-        .iter()
         .any(|v| bool::from(v.as_bytes().ct_eq(want.as_bytes())))
 }
 
