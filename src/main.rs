@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     nbgate::telemetry::init(config.log_format);
-    let runtime = match runtime() {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nbgate: cannot start the async runtime: {e}");
@@ -42,18 +42,5 @@ fn main() -> ExitCode {
             eprintln!("nbgate: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// One thread when the process may use one CPU (`taskset`, a cpuset): then a
-/// work-stealing scheduler only adds cost (about a fifth of the proxy's CPU per
-/// request, bench figure 1). Otherwise a worker per CPU. bcrypt and file work
-/// run on the blocking pool either way.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Runtime::new()
     }
 }
