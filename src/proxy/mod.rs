@@ -34,7 +34,8 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(peer: SocketAddr) -> Self {
-        let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header");
+        let forwarded_for =
+            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header");
         Self { upstream: Upstream::default(), forwarded_for }
     }
 }
@@ -302,7 +303,9 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// segments, no encoded `/` or `\\` (SECURITY.md #8). No allocation: every
 /// proxied request passes here.
 pub fn clean_path(tail: &str) -> bool {
-    let has = |needle: &str| tail.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+    let has = |needle: &str| {
+        tail.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
     if has("%2f") || has("%5c") || tail.contains('\\') {
         return false;
     }

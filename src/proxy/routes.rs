@@ -104,9 +104,9 @@ impl Route {
     /// how much of a guessed hash matched.
     pub fn owner_of(&self, candidates: impl IntoIterator<Item = SessionHash>) -> Option<CancellationToken> {
         let owners = self.owners.read().expect("owners lock");
-        candidates.into_iter().find_map(|c| {
-            owners.iter().find(|o| bool::from(c.ct_eq(&o.session))).map(|o| o.closed.clone())
-        })
+        candidates
+            .into_iter()
+            .find_map(|c| owners.iter().find(|o| bool::from(c.ct_eq(&o.session))).map(|o| o.closed.clone()))
     }
 
     /// Close every session's WebSockets (recycling).

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -36,16 +36,27 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-/// The upstream connection of one browser connection.
-#[derive(Default)]
-pub struct Upstream {
-    kept: Mutex<Option<(SocketAddr, SendRequest<Incoming>)>>,
+/// The upstream connection of one browser connection. `B`: the request body
+/// (the browser's, streamed through).
+pub struct Upstream<B = Incoming> {
+    kept: Mutex<Option<(SocketAddr, SendRequest<B>)>>,
 }
 
-impl Upstream {
+impl<B> Default for Upstream<B> {
+    fn default() -> Self {
+        Self { kept: Mutex::new(None) }
+    }
+}
+
+impl<B> Upstream<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// Send `req` (origin-form URI) to `addr` on the kept connection, or on a
     /// new one if there is none, it goes elsewhere, or it has closed.
-    pub async fn send(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, addr: SocketAddr, req: Request<B>) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = with_host(req, addr);
         if let Some(mut sender) = self.take(addr) {
             let ready = sender.is_ready()
@@ -70,7 +81,7 @@ impl Upstream {
         Ok(resp)
     }
 
-    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<B>> {
         let mut kept = self.kept.lock().expect("upstream lock");
         match kept.take() {
             Some((a, sender)) if a == addr && !sender.is_closed() => Some(sender),
@@ -78,7 +89,7 @@ impl Upstream {
         }
     }
 
-    fn keep(&self, addr: SocketAddr, sender: SendRequest<Incoming>) {
+    fn keep(&self, addr: SocketAddr, sender: SendRequest<B>) {
         *self.kept.lock().expect("upstream lock") = Some((addr, sender));
     }
 }
@@ -90,7 +101,7 @@ pub async fn upgrade(addr: SocketAddr, req: Request<Incoming>) -> Result<Respons
 }
 
 /// HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one.
-fn with_host(mut req: Request<Incoming>, addr: SocketAddr) -> Request<Incoming> {
+fn with_host<B>(mut req: Request<B>, addr: SocketAddr) -> Request<B> {
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
             req.headers_mut().insert(header::HOST, v);
@@ -101,7 +112,12 @@ fn with_host(mut req: Request<Incoming>, addr: SocketAddr) -> Request<Incoming> 
 
 /// Open a connection and run it on its own task until both ends are done
 /// with it (the sender dropped and the last response read, or an upgrade).
-async fn connect(addr: SocketAddr, upgrades: bool) -> Result<SendRequest<Incoming>, UpstreamError> {
+async fn connect<B>(addr: SocketAddr, upgrades: bool) -> Result<SendRequest<B>, UpstreamError>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(UpstreamError::Connect(addr, e)),
@@ -123,4 +139,91 @@ async fn connect(addr: SocketAddr, upgrades: bool) -> Result<SendRequest<Incomin
         });
     }
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A raw HTTP/1.1 server on loopback that answers `close_after` requests
+    /// per connection, then closes it. Returns its address and the number of
+    /// connections it accepted.
+    async fn server(close_after: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    for _ in 0..close_after {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        let body = format!("conn {n}");
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        if stream.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Closed without `Connection: close`, as an idle timeout would.
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn get(upstream: &Upstream<Empty<bytes::Bytes>>, addr: SocketAddr) -> String {
+        let req = Request::get("/api/status").body(Empty::new()).unwrap();
+        let resp = upstream.send(addr, req).await.expect("the request is answered");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_browser_connection_reuses_one_upstream_connection() {
+        let (addr, accepted) = server(usize::MAX).await;
+        let upstream = Upstream::default();
+        for _ in 0..5 {
+            assert_eq!(get(&upstream, addr).await, "conn 1");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced_and_the_request_still_answered() {
+        let (addr, accepted) = server(1).await;
+        let upstream = Upstream::default();
+        for i in 1..=4 {
+            assert_eq!(get(&upstream, addr).await, format!("conn {i}"));
+            // Let the close arrive, as between a browser's clicks.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn another_upstream_gets_its_own_connection() {
+        let (a, accepted_a) = server(usize::MAX).await;
+        let (b, accepted_b) = server(usize::MAX).await;
+        let upstream = Upstream::default();
+        get(&upstream, a).await;
+        get(&upstream, b).await;
+        get(&upstream, a).await;
+        assert_eq!(accepted_a.load(Ordering::SeqCst), 2, "the kept connection went to b");
+        assert_eq!(accepted_b.load(Ordering::SeqCst), 1);
+    }
 }

@@ -90,7 +90,8 @@ pub fn browser_id(headers: &HeaderMap, tls: bool) -> (String, bool) {
 pub fn form_allowed(app: &App, headers: &HeaderMap, submitted: &str) -> bool {
     let tls = app.config.tls();
     xsrf::same_origin(headers, tls)
-        && session::cookie_values(headers, xsrf::browser_cookie(tls)).any(|id| xsrf::verify(&app.cookie_secret, id, submitted))
+        && session::cookie_values(headers, xsrf::browser_cookie(tls))
+            .any(|id| xsrf::verify(&app.cookie_secret, id, submitted))
 }
 
 pub fn forbidden_form() -> Response {
