@@ -126,19 +126,19 @@ where
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
     if upgrades {
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
+        run(addr, conn.with_upgrades());
     } else {
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
+        run(addr, conn);
     }
     Ok(sender)
+}
+
+fn run(addr: SocketAddr, conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
 }
 
 #[cfg(test)]
