@@ -26,7 +26,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(_) => nbgate::app::serve(config).await,
+            // On a worker thread, not block_on's own: there every new connection would
+            // wake the accept loop from the worker that polls the sockets (a futex wake
+            // and a context switch per accept, a fifth of a WebSocket session's cost).
+            Command::Serve(_) => tokio::spawn(nbgate::app::serve(config))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the gateway task ended abnormally: {e}"))),
             Command::Check(_) => nbgate::check::run(&config).await,
             Command::Key { action, .. } => nbgate::admin::key(&config, action).await,
             Command::Volume { action, .. } => nbgate::admin::volume(&config, action).await,
