@@ -527,27 +527,126 @@ async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<
 
 // ---------------------------------------------------------------- WebSocket figures
 
+/// One WebSocket session in plain bytes: the upgrade request, a masked "hello", its
+/// echo, a close and the server's close, then the end of the stream. The proxy sees
+/// the bytes a browser's library would send; the client costs far less than
+/// tungstenite's, so the load core stays ahead of the proxy under test (BENCH.md:
+/// the direct path must stay well above the proxied one).
+struct RawSession {
+    addr: SocketAddr,
+    request: Vec<u8>,
+    hello: Vec<u8>,
+    close: Vec<u8>,
+}
+
+/// RFC 6455's sample nonce and its accept value: the proxies do not care which key it is.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WS_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+const WS_ECHO: &[u8] = b"\x81\x05hello";
+
+impl RawSession {
+    fn new(url: &str, headers: &HeaderMap) -> Result<Self> {
+        let uri: http::Uri = url.replacen("ws://", "http://", 1).parse()?;
+        let host = uri.host().context("url without host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.next().context("no address")?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        .into_bytes();
+        for (k, v) in headers {
+            request.extend_from_slice(k.as_str().as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(v.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        Ok(Self {
+            addr,
+            request,
+            hello: masked_frame(0x1, b"hello"),
+            close: masked_frame(0x8, &1000u16.to_be_bytes()),
+        })
+    }
+
+    async fn run(&self) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        tcp.write_all(&self.request).await?;
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        let head = loop {
+            let r = tcp.read(&mut buf[n..]).await?;
+            if r == 0 {
+                bail!("closed during the handshake");
+            }
+            n += r;
+            if let Some(i) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if n == buf.len() {
+                bail!("handshake answer over {} bytes", buf.len());
+            }
+        };
+        if !buf.starts_with(b"HTTP/1.1 101") {
+            let line = buf[..head].split(|&b| b == b'\r').next().unwrap_or_default();
+            bail!("upgrade answered {}", String::from_utf8_lossy(line));
+        }
+        if !buf[..head].windows(WS_ACCEPT.len()).any(|w| w == WS_ACCEPT) {
+            bail!("wrong Sec-WebSocket-Accept");
+        }
+        // Frames only after the 101 (RFC 6455 §4.1); bytes past the head are the server's.
+        buf.copy_within(head..n, 0);
+        n -= head;
+        tcp.write_all(&self.hello).await?;
+        while n < WS_ECHO.len() {
+            let r = tcp.read(&mut buf[n..]).await?;
+            if r == 0 {
+                bail!("closed before the echo");
+            }
+            n += r;
+        }
+        if &buf[..WS_ECHO.len()] != WS_ECHO {
+            bail!("unexpected echo frame");
+        }
+        tcp.write_all(&self.close).await?;
+        // The server's close frame, then the end of the stream (the server closes first).
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while tcp.read(&mut buf).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|_| anyhow!("no end of stream within 2 s of the close"))??;
+        Ok(())
+    }
+}
+
+/// A client frame (FIN set, masked, payload under 126 bytes).
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 async fn ws_sessions(url: &str, headers: &HeaderMap, concurrency: usize, duration: f64) -> Result<Value> {
+    let session = Arc::new(RawSession::new(url, headers)?);
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(duration);
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(tokio::sync::Mutex::new(None::<String>));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (url, headers, errors, first_error) =
-            (url.to_string(), headers.clone(), errors.clone(), first_error.clone());
+        let (session, errors, first_error) = (session.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let one = async {
-                    let mut ws = ws_connect(&url, &headers).await?;
-                    ws.send(Message::Text("hello".into())).await?;
-                    ws_recv(&mut ws).await?;
-                    ws_close(ws).await;
-                    Ok::<_, anyhow::Error>(())
-                };
-                match tokio::time::timeout(Duration::from_secs(10), one).await {
+                match tokio::time::timeout(Duration::from_secs(10), session.run()).await {
                     Ok(Ok(())) => lat.push(t.elapsed().as_micros() as u64),
                     Ok(Err(e)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
