@@ -26,9 +26,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            // On a worker thread, not block_on's own: there every new connection would
-            // wake the accept loop from the worker that polls the sockets (a futex wake
-            // and a context switch per accept, a fifth of a WebSocket session's cost).
+            // On a worker thread, not block_on's own: there every new connection had the
+            // worker that polls the sockets wake the accept loop's thread (a futex wake,
+            // then a wait for that thread's turn on the same CPU) before its first byte.
             Command::Serve(_) => tokio::spawn(nbgate::app::serve(config))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the gateway task ended abnormally: {e}"))),
