@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     nbgate::telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nbgate: cannot start the async runtime: {e}");
@@ -47,5 +47,17 @@ fn main() -> ExitCode {
             eprintln!("nbgate: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One thread when the process may use one CPU (`taskset`, a cpuset): then a
+/// work-stealing scheduler only adds cost. Otherwise a worker per CPU. bcrypt and
+/// file work run on the blocking pool either way.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
     }
 }

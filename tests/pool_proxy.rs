@@ -48,6 +48,28 @@ async fn kernel_runs_code_over_the_websocket() {
 }
 
 #[tokio::test]
+async fn on_one_cpu_a_single_threaded_gateway_runs_code_over_the_websocket() {
+    common::require_docker();
+    let t = TestInstance::new();
+    let gw = Gateway::start_on_one_cpu(&t, &[EPHEMERAL, ("NBGATE_POOL_SIZE", "1")]);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(
+        !threads.iter().any(|c| c.starts_with("tokio-rt-worker")),
+        "one CPU: no worker threads, the main thread runs everything; threads: {threads:?}"
+    );
+    gw.wait_warm(1).await;
+    let (cookie, slot) = gw.visit(None).await;
+    let kernel = gw.start_kernel(&cookie, &slot).await;
+    let out = gw.execute(&cookie, &slot, &kernel, "print(6 * 7)").await;
+    assert_eq!(out.trim(), "42");
+    assert_eq!(gw.health().await["status"], "ok");
+}
+
+#[tokio::test]
 async fn big_upload_and_download_round_trip_at_flat_memory() {
     use base64::Engine;
     common::require_docker();

@@ -132,9 +132,25 @@ impl Gateway {
         Self::start_with_stderr(t, extra, std::fs::File::create(log).expect("log file").into())
     }
 
+    /// The same, allowed one CPU only (`taskset -c 0`, which execs it: same pid).
+    pub fn start_on_one_cpu(t: &TestInstance, extra: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", nbgate_bin()]);
+        Self::spawn(t, extra, std::process::Stdio::inherit(), cmd)
+    }
+
     fn start_with_stderr(t: &TestInstance, extra: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
+        Self::spawn(t, extra, stderr, Command::new(nbgate_bin()))
+    }
+
+    fn spawn(
+        t: &TestInstance,
+        extra: &[(&str, &str)],
+        stderr: std::process::Stdio,
+        mut cmd: Command,
+    ) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(nbgate_bin())
+        let mut child = cmd
             .envs(t.env())
             .envs(extra.iter().copied())
             .env_remove("NBGATE_CONFIG")
