@@ -26,9 +26,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            // On a worker thread, not block_on's own: there every new connection had the
-            // worker that polls the sockets wake the accept loop's thread (a futex wake,
-            // then a wait for that thread's turn on the same CPU) before its first byte.
+            // A task, not block_on's own future: with worker threads, every new connection
+            // otherwise had the worker that polls the sockets wake block_on's thread (a futex
+            // wake, then a wait for that thread's turn on the same CPU) before its first byte.
             Command::Serve(_) => tokio::spawn(nbgate::app::serve(config))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the gateway task ended abnormally: {e}"))),
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// One thread when the process may use one CPU (`taskset`, a cpuset): then a
+/// One thread when the process may use one CPU (`taskset`, a cpuset, a quota): then a
 /// work-stealing scheduler only adds cost. Otherwise a worker per CPU. bcrypt and
 /// file work run on the blocking pool either way.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
