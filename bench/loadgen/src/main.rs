@@ -258,8 +258,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     raise_nofile();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let rt = if matches!(cli.cmd, Cmd::Upstream { .. }) {
-        // One core's worth of upstream, like nginx with one worker.
+    let rt = if matches!(cli.cmd, Cmd::Upstream { .. }) || threads == 1 {
+        // One core's worth of upstream, like nginx with one worker; and a client
+        // pinned to one core saves the hand-offs between block_on's thread and a worker.
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
@@ -476,6 +477,10 @@ async fn upstream(listen: SocketAddr) -> Result<()> {
         let _ = tcp.set_nodelay(true);
         let big = big.clone();
         tokio::spawn(async move {
+            let tcp = match raw_websocket(tcp).await {
+                Ok(()) => return,
+                Err(tcp) => tcp,
+            };
             let svc = hyper::service::service_fn(move |req| upstream_handle(req, big.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -483,6 +488,107 @@ async fn upstream(listen: SocketAddr) -> Result<()> {
                 .await;
         });
     }
+}
+
+/// A connection that opens with a WebSocket upgrade is answered and echoed in plain
+/// bytes, as the ws-sessions client speaks: with hyper's upgrade and tungstenite the
+/// upstream cost the load core more than a proxy costs its own, so the direct path was
+/// only 1.12× the proxied one (BENCH.md: it must be well above). Anything else (plain
+/// HTTP, a head longer than the peek) goes back to hyper untouched.
+async fn raw_websocket(tcp: TcpStream) -> std::result::Result<(), TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; 4096];
+    let Ok(n) = tcp.peek(&mut head).await else { return Err(tcp) };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(len)) = req.parse(&head[..n]) else { return Err(tcp) };
+    let value = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    if !value("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+        return Err(tcp);
+    }
+    let Some(key) = value("sec-websocket-key") else { return Err(tcp) };
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key)
+    );
+    let mut tcp = tcp;
+    // The head is known to be there: take it off the socket, then answer.
+    if tcp.read_exact(&mut head[..len]).await.is_err() || tcp.write_all(answer.as_bytes()).await.is_err() {
+        return Ok(());
+    }
+    let _ = echo_frames(&mut tcp).await;
+    Ok(())
+}
+
+/// Echo every data frame back unmasked, answer a ping with a pong and a close with a
+/// close, then end the stream (the server closes first, RFC 6455 §7.1.1).
+async fn echo_frames(tcp: &mut TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX_FRAME: usize = 1 << 20;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Whole frames at the front of the buffer.
+        while let Some((opcode, header, payload)) = frame_bounds(&buf) {
+            let fin_opcode = buf[0];
+            let mask: Option<[u8; 4]> =
+                (buf[1] & 0x80 != 0).then(|| buf[header - 4..header].try_into().unwrap());
+            let data = &mut buf[header..header + payload];
+            if let Some(m) = mask {
+                data.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+            }
+            let reply_opcode = if opcode == 0x9 { 0xA } else { opcode };
+            if opcode != 0xA {
+                let mut out = Vec::with_capacity(payload + 10);
+                out.push((fin_opcode & 0xF0) | reply_opcode);
+                match payload {
+                    n if n < 126 => out.push(n as u8),
+                    n if n < 65536 => {
+                        out.push(126);
+                        out.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    n => {
+                        out.push(127);
+                        out.extend_from_slice(&(n as u64).to_be_bytes());
+                    }
+                }
+                out.extend_from_slice(data);
+                tcp.write_all(&out).await?;
+            }
+            buf.drain(..header + payload);
+            if opcode == 0x8 {
+                return Ok(());
+            }
+        }
+        if buf.len() > MAX_FRAME {
+            return Ok(());
+        }
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// (opcode, header length, payload length) once `b` holds a whole frame.
+fn frame_bounds(b: &[u8]) -> Option<(u8, usize, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (ext, short) = match b[1] & 0x7F {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(n as usize)),
+    };
+    let header = 2 + ext + if b[1] & 0x80 != 0 { 4 } else { 0 };
+    if b.len() < header {
+        return None;
+    }
+    let payload =
+        short.unwrap_or_else(|| b[2..2 + ext].iter().fold(0usize, |acc, x| (acc << 8) | *x as usize));
+    (b.len() >= header.checked_add(payload)?).then_some((b[0] & 0x0F, header, payload))
 }
 
 async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<Full<Bytes>>, hyper::Error> {
