@@ -2,6 +2,7 @@
 //! streamed bodies, or a WebSocket spliced byte for byte. Everything that can
 //! refuse a request runs before any upstream connection is made.
 
+mod handshake;
 pub mod routes;
 mod splice;
 pub mod upstream;
@@ -21,6 +22,7 @@ use crate::auth::{session, xsrf};
 use crate::config::AuthMode;
 use crate::slot::SlotId;
 use crate::web::pages::{redirect, render, MessagePage};
+use handshake::Answer;
 use routes::Route;
 use upstream::Upstream;
 
@@ -134,42 +136,53 @@ async fn websocket(
     route: Arc<Route>,
     closed: tokio_util::sync::CancellationToken,
 ) -> Response {
+    if has_body(req.headers()) {
+        return (StatusCode::BAD_REQUEST, "400 Bad Request: a WebSocket upgrade has no body\n")
+            .into_response();
+    }
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, _) = req.into_parts();
     let Some(uri) = upstream_uri(&parts.uri) else {
         return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
     };
     parts.uri = uri;
     prepare_upstream_headers(&mut parts.headers, &route, &browser.forwarded_for, app.config.tls(), true);
-    let mut upstream_resp = match upstream::upgrade(route.upstream, Request::from_parts(parts, body)).await {
-        Ok(r) => r,
+    let (headers, upstream) = match upstream::upgrade(route.upstream, Request::from_parts(parts, ())).await {
+        Ok(Answer::Switched { headers, stream }) => (headers, stream),
+        Ok(Answer::Refused(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, Body::from(body));
+        }
         Err(e) => {
             tracing::warn!(slot = %route.slot, error = %e, "upstream WebSocket failed");
             return bad_gateway(app);
         }
     };
-    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, body) = upstream_resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, Body::new(body));
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
     let metrics = app.metrics.clone();
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok(pair) => pair,
+        let client = match client_upgrade.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
                 return;
             }
         };
         let _open = metrics.websocket_opened();
-        splice::splice(TokioIo::new(client), TokioIo::new(upstream), &route, closed).await;
+        splice::splice(TokioIo::new(client), upstream, &route, closed).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *resp.headers_mut() = upstream_resp.headers().clone();
+    *resp.headers_mut() = headers;
     resp
+}
+
+/// A request body announced by its framing (a WebSocket's GET has none).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0))
 }
 
 /// Jupyter writes the token it was authenticated with into its HTML pages

@@ -6,7 +6,7 @@
 //! one with the browser connection skips a shared pool's lock, map lookup and
 //! the task per request that hands a connection back: this is the gateway's
 //! hottest path (bench figure 1). WebSocket upgrades take a connection of their
-//! own, since the upgrade consumes it.
+//! own, since the upgrade consumes it, spoken in plain bytes (`handshake`).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -17,6 +17,8 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::handshake::{self, Answer, HandshakeError};
 
 /// A notebook server that does not accept a connection within this is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +36,8 @@ pub enum UpstreamError {
     ConnectTimeout(SocketAddr),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
 }
 
 /// The upstream connection of one browser connection. `B`: the request body
@@ -75,7 +79,7 @@ where
                 }
             }
         }
-        let mut sender = connect(addr, false).await?;
+        let mut sender = connect(addr).await?;
         let resp = sender.send_request(req).await?;
         self.keep(addr, sender);
         Ok(resp)
@@ -94,10 +98,11 @@ where
     }
 }
 
-/// Send a WebSocket upgrade on a connection of its own.
-pub async fn upgrade(addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
-    let mut sender = connect(addr, true).await?;
-    Ok(sender.send_request(with_host(req, addr)).await?)
+/// Send a WebSocket upgrade (a head without a body) on a connection of its own,
+/// in plain bytes (see `handshake`).
+pub async fn upgrade(addr: SocketAddr, req: Request<()>) -> Result<Answer, UpstreamError> {
+    let stream = open(addr).await?;
+    Ok(handshake::exchange(stream, &with_host(req, addr)).await?)
 }
 
 /// HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one.
@@ -112,33 +117,31 @@ fn with_host<B>(mut req: Request<B>, addr: SocketAddr) -> Request<B> {
 
 /// Open a connection and run it on its own task until both ends are done
 /// with it (the sender dropped and the last response read, or an upgrade).
-async fn connect<B>(addr: SocketAddr, upgrades: bool) -> Result<SendRequest<B>, UpstreamError>
+async fn connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, UpstreamError>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(open(addr).await?)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// A TCP connection to `addr`, with Nagle off (answers and frames are small and
+/// interactive).
+async fn open(addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(UpstreamError::Connect(addr, e)),
         Err(_) => return Err(UpstreamError::ConnectTimeout(addr)),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-    if upgrades {
-        run(addr, conn.with_upgrades());
-    } else {
-        run(addr, conn);
-    }
-    Ok(sender)
-}
-
-fn run(addr: SocketAddr, conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static) {
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "upstream connection ended");
-        }
-    });
+    Ok(stream)
 }
 
 #[cfg(test)]
