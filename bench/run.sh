@@ -9,6 +9,8 @@
 #
 # Settings (environment):
 #   BENCH_RUNS=3          runs per figure (medians are reported)
+#   BENCH_WS_SESSION_RUNS=5  runs of WebSocket sessions/s (at least BENCH_RUNS): the figure whose
+#                         peers swing most from run to run (CHP ±25 %), for a steadier median
 #   BENCH_DURATION=3      seconds per load run (after a 1 s warm-up run per peer)
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
@@ -57,6 +59,8 @@ DOCKERSPAWNER_VERSION=14.0.0
 NATIVEAUTH_VERSION=1.3.0
 
 RUNS=${BENCH_RUNS:-3}
+WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
+[ "$WS_SESSION_RUNS" -ge "$RUNS" ] || WS_SESSION_RUNS=$RUNS
 DUR=${BENCH_DURATION:-3}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
@@ -309,12 +313,12 @@ jq -n \
   --arg docker "$(docker version -f '{{.Server.Version}}' 2>/dev/null)" \
   --arg jupyterlab "$(docker run --rm --entrypoint /opt/nbgate/bin/jupyter "$NOTEBOOK_IMAGE" lab --version 2>/dev/null)" \
   --arg jupyterhub "$JUPYTERHUB_VERSION" --arg dockerspawner "$DOCKERSPAWNER_VERSION" --arg nativeauth "$NATIVEAUTH_VERSION" \
-  --argjson runs "$RUNS" --argjson dur "$DUR" --argjson conns "$CONNS" --argjson nofile "$NOFILE" \
+  --argjson runs "$RUNS" --argjson wsruns "$WS_SESSION_RUNS" --argjson dur "$DUR" --argjson conns "$CONNS" --argjson nofile "$NOFILE" \
   '{date:$date, run:$run, host:{cores:$cores, cpu:$cpu, kernel:$kernel, memory:$mem, nofile:$nofile},
     versions:{nbgate:$nbgate, nginx:$nginx, "configurable-http-proxy":$chp, node:$node, wrk:$wrk,
               hyperfine:$hyperfine, docker:$docker, jupyterlab:$jupyterlab, jupyterhub:$jupyterhub,
               dockerspawner:$dockerspawner, "jupyterhub-nativeauthenticator":$nativeauth},
-    settings:{runs:$runs, duration_s:$dur, wrk_connections:$conns}}' >"$META"
+    settings:{runs:$runs, ws_session_runs:$wsruns, duration_s:$dur, wrk_connections:$conns}}' >"$META"
 
 # ------------------------------------------------------------------ upstreams and peers
 
@@ -562,7 +566,7 @@ ws_base() { echo "${P_BASE[$1]/http:/ws:}"; }
 fig3() {
   local label=$1 r p j h
   local peers_ws=("${PEERS[@]}")
-  for r in $(seq "$RUNS"); do
+  for r in $(seq "$WS_SESSION_RUNS"); do
     for p in "${peers_ws[@]}"; do
       mapfile -t h < <(hdr_args "$p")
       local pid=${P_PID[$p]:-} c0
