@@ -60,7 +60,10 @@ pub async fn exchange<B>(mut stream: TcpStream, req: &Request<B>) -> Result<Answ
         }
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Answer::Switched { headers, stream: Prefixed { early: buf.freeze(), inner: stream } });
+        // A copy, not `buf.freeze()`: that would keep the whole 4 KiB read buffer
+        // alive for as long as the tunnel is open (+4 KiB per idle WebSocket).
+        let early = Bytes::copy_from_slice(&buf);
+        return Ok(Answer::Switched { headers, stream: Prefixed { early, inner: stream } });
     }
     let body = tokio::time::timeout(BODY_TIMEOUT, read_body(&mut stream, buf, status, &headers))
         .await
