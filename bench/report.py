@@ -290,6 +290,19 @@ add_ratio(fig, "sessions/s: nbgate ÷ CHP", r, "≥ 3", check(r, ">=", 3))
 add_ratio(fig, "sessions/s: nginx ÷ CHP", ratio(g("nginx", "sessions_per_s"), g("chp", "sessions_per_s")))
 add_ratio(fig, "sessions per proxy CPU-second: nbgate ÷ CHP", ratio(eff.get("nbgate"), eff.get("chp")), "≥ 3 (CPU-normalised)",
           check(ratio(eff.get("nbgate"), eff.get("chp")), ">=", 3))
+# Runs are interleaved (direct, nginx, CHP, nbgate, then again), so run k of two peers
+# are seconds apart: their ratio shows how far the machine's drift moves the figure.
+paired = {}
+for p in ["nginx", "nbgate"]:
+    a = [dig(v, "sessions_per_s") for v in by.get(("3", "static", p, "ws_sessions"), [])]
+    b = [dig(v, "sessions_per_s") for v in by.get(("3", "static", "chp", "ws_sessions"), [])]
+    paired[p] = [x / y for x, y in zip(a, b) if x and y]
+if paired.get("nbgate"):
+    P("Sessions/s ÷ CHP's in the same round, in run order: " + "; ".join(
+        f"{p} {', '.join(fmt(x, 2) for x in v)} (median {fmt(statistics.median(v), 2)})"
+        for p, v in paired.items() if v) + ".")
+    P("")
+    fig["rows"].append({"sessions_ratio_to_chp_by_round": paired})
 sd = g("direct", "sessions_per_s")
 best = max([g(p, "sessions_per_s") or 0 for p in ["nginx", "chp", "nbgate"]] or [0])
 if sd and best >= 0.9 * sd:
