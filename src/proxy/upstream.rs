@@ -116,7 +116,7 @@ fn with_host<B>(mut req: Request<B>, addr: SocketAddr) -> Request<B> {
 }
 
 /// Open a connection and run it on its own task until both ends are done
-/// with it (the sender dropped and the last response read, or an upgrade).
+/// with it (the sender dropped and the last response read).
 async fn connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, UpstreamError>
 where
     B: Body + Send + Unpin + 'static,
