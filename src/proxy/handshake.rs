@@ -148,13 +148,7 @@ async fn read_body(
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Bytes::new());
     }
-    let chunked = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("chunked"));
-    if chunked {
+    if super::has_token(headers, http::header::TRANSFER_ENCODING, "chunked") {
         return read_chunked(stream, buf).await;
     }
     if let Some(length) = headers.get(http::header::CONTENT_LENGTH) {
@@ -307,6 +301,16 @@ mod tests {
         (result, head, s)
     }
 
+    /// The server writes `answer`, then closes the connection.
+    async fn exchange_then_close(answer: &'static [u8]) -> Result<Answer, HandshakeError> {
+        let (addr, server) = serve(answer).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let closer = tokio::spawn(async move { drop(server.await.unwrap()) });
+        let result = exchange(stream, &upgrade_request()).await;
+        closer.await.unwrap();
+        result
+    }
+
     #[tokio::test]
     async fn a_101_keeps_the_connection_and_the_frame_that_came_with_it() {
         let (answer, head, mut server) = exchange_with(
@@ -356,11 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_without_framing_ends_with_the_stream() {
-        let (addr, server) = serve(b"HTTP/1.1 404 Not Found\r\n\r\nno such kernel").await;
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let closer = tokio::spawn(async move { drop(server.await.unwrap()) });
-        let answer = exchange(stream, &upgrade_request()).await;
-        closer.await.unwrap();
+        let answer = exchange_then_close(b"HTTP/1.1 404 Not Found\r\n\r\nno such kernel").await;
         let Ok(Answer::Refused(resp)) = answer else { panic!("not refused") };
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert_eq!(resp.body().as_ref(), b"no such kernel");
@@ -375,11 +375,7 @@ mod tests {
         let (answer, _, _s) =
             exchange_with(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
         assert!(matches!(answer, Err(HandshakeError::Malformed(_))));
-        let (addr, server) = serve(b"HTTP/1.1 101 Switching").await;
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let closer = tokio::spawn(async move { drop(server.await.unwrap()) });
-        let answer = exchange(stream, &upgrade_request()).await;
-        closer.await.unwrap();
+        let answer = exchange_then_close(b"HTTP/1.1 101 Switching").await;
         assert!(matches!(answer, Err(HandshakeError::Io(_))), "a head cut short");
     }
 }

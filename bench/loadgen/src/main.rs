@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -494,7 +494,8 @@ async fn upstream(listen: SocketAddr) -> Result<()> {
 /// bytes, as the ws-sessions client speaks: with hyper's upgrade and tungstenite the
 /// upstream cost the load core more than a proxy costs its own, so the direct path was
 /// only 1.12× the proxied one (BENCH.md: it must be well above). Anything else (plain
-/// HTTP, a head longer than the peek) goes back to hyper untouched.
+/// HTTP, a head longer than the peek) goes back to hyper untouched; an upgrade that
+/// takes that way is echoed by the same `echo_frames`.
 async fn raw_websocket(tcp: TcpStream) -> std::result::Result<(), TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = [0u8; 4096];
@@ -523,7 +524,9 @@ async fn raw_websocket(tcp: TcpStream) -> std::result::Result<(), TcpStream> {
 
 /// Echo every data frame back unmasked, answer a ping with a pong and a close with a
 /// close, then end the stream (the server closes first, RFC 6455 §7.1.1).
-async fn echo_frames(tcp: &mut TcpStream) -> std::io::Result<()> {
+async fn echo_frames<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tcp: &mut S,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const MAX_FRAME: usize = 1 << 20;
     let mut buf: Vec<u8> = Vec::new();
@@ -604,16 +607,7 @@ async fn upstream_handle(req: Request<Incoming>, big: Bytes) -> Result<Response<
         let accept = derive_accept_key(key.as_bytes());
         tokio::spawn(async move {
             if let Ok(up) = hyper::upgrade::on(req).await {
-                let mut ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(ws_config())).await;
-                while let Some(Ok(msg)) = ws.next().await {
-                    if matches!(msg, Message::Close(_)) {
-                        break; // tungstenite answers the close itself
-                    }
-                    if matches!(msg, Message::Text(_) | Message::Binary(_)) && ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
+                let _ = echo_frames(&mut TokioIo::new(up)).await;
             }
         });
         return Ok(Response::builder()
