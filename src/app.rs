@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::docker::DockerHandle;
 use crate::pool::Pool;
+use crate::proxy::first::First;
 use crate::proxy::routes::Routes;
 
 /// Shared state of the running gateway. Cheap to clone (`Arc`).
@@ -182,7 +184,10 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(64 * 1024);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(crate::proxy::first::HEADER_TIMEOUT)
+            .max_buf_size(64 * 1024);
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -203,38 +208,16 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let (app, router) = (self.app.clone(), router.clone());
-            let browser = Arc::new(crate::proxy::Browser::new(peer));
-            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (app, router, browser) = (app.clone(), router.clone(), browser.clone());
-                async move {
-                    // The proxy path skips the router: it is the hot path.
-                    if req.uri().path().starts_with("/user/") {
-                        return Ok::<_, std::convert::Infallible>(
-                            crate::proxy::handle(&app, &browser, req).await,
-                        );
-                    }
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(crate::web::Peer(peer));
-                    let mut resp = router.oneshot(req).await?;
-                    if app.config.tls() {
-                        resp.headers_mut().insert(
-                            http::header::STRICT_TRANSPORT_SECURITY,
-                            http::HeaderValue::from_static(crate::tls::HSTS),
-                        );
-                    }
-                    Ok(resp)
-                }
-            });
             let (builder, stop, tls) = (builder.clone(), stop_rx.clone(), self.tls.clone());
             tokio::spawn(async move {
+                let conn = Connection { app, router, peer, builder, stop };
                 match tls {
                     Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => serve_connection(&builder, TokioIo::new(stream), service, stop).await,
+                        Ok(stream) => conn.serve(stream, permit).await,
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     },
-                    None => serve_connection(&builder, TokioIo::new(stream), service, stop).await,
+                    None => conn.serve(stream, permit).await,
                 }
-                drop(permit);
             });
         }
         drop(self.listener);
@@ -263,28 +246,72 @@ impl Server {
     }
 }
 
-/// Serve one connection (plain or TLS) until it ends or the server stops.
-async fn serve_connection<I, S>(
-    builder: &http1::Builder,
-    io: I,
-    service: S,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
-    S::Future: Send,
-    S::ResBody: Send + 'static,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+/// One browser connection, plain or TLS, and what serving it needs.
+struct Connection {
+    app: App,
+    router: axum::Router,
+    peer: SocketAddr,
+    builder: http1::Builder,
+    /// Turns true when the server stops: finish the current request and close.
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serve until the connection ends or the server stops. A WebSocket's
+    /// tunnel gives up its permit: open WebSockets do not hold up a shutdown.
+    async fn serve<S>(mut self, stream: S, permit: OwnedSemaphorePermit)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let first = tokio::select! {
+            first = crate::proxy::first::read(&self.app, self.peer, stream) => first,
+            _ = self.stop.wait_for(|s| *s) => return,
+        };
+        match first {
+            First::Http(stream) => self.serve_http(TokioIo::new(stream)).await,
+            First::Tunnel(tunnel) => {
+                drop(permit);
+                tunnel.run().await;
+            }
+            First::Done => {}
+        }
+    }
+
+    async fn serve_http<I>(self, io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Connection { app, router, peer, builder, mut stop } = self;
+        let browser = Arc::new(crate::proxy::Browser::new(peer));
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (app, router, browser) = (app.clone(), router.clone(), browser.clone());
+            async move {
+                // The proxy path skips the router: it is the hot path.
+                if req.uri().path().starts_with("/user/") {
+                    return Ok::<_, std::convert::Infallible>(
+                        crate::proxy::handle(&app, &browser, req).await,
+                    );
+                }
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(crate::web::Peer(peer));
+                let mut resp = router.oneshot(req).await?;
+                if app.config.tls() {
+                    resp.headers_mut().insert(
+                        http::header::STRICT_TRANSPORT_SECURITY,
+                        http::HeaderValue::from_static(crate::tls::HSTS),
+                    );
+                }
+                Ok(resp)
+            }
+        });
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
     }
 }

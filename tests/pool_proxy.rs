@@ -52,6 +52,70 @@ async fn runs_code_over_the_websocket(gw: &Gateway) {
     assert_eq!(gw.health().await["status"], "ok");
 }
 
+/// Browsers open a new connection for every WebSocket, and the gateway forwards
+/// such a first request itself (`proxy::first`). One that follows another request
+/// on a kept-alive connection goes through hyper: it must work the same, and a
+/// refusal from Jupyter (an unknown kernel) must reach the client on both paths.
+#[tokio::test]
+async fn a_websocket_after_another_request_on_its_connection_works_too() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    common::require_docker();
+    let t = TestInstance::new();
+    let gw = Gateway::start(&t, &[EPHEMERAL, ("NBGATE_POOL_SIZE", "1")]);
+    gw.wait_warm(1).await;
+    let (cookie, slot) = gw.visit(None).await;
+    let kernel = gw.start_kernel(&cookie, &slot).await;
+    let host = gw.url.trim_start_matches("http://").to_string();
+    let upgrade = |kernel: &str| {
+        http::Request::get(format!("/user/{slot}/api/kernels/{kernel}/channels"))
+            .header("host", &host)
+            .header("cookie", &cookie)
+            .header("origin", gw.origin())
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let connection = || async {
+        let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let status = http::Request::get(format!("/user/{slot}/api/status"))
+            .header("host", &host)
+            .header("cookie", &cookie)
+            .body(Empty::new())
+            .unwrap();
+        let resp = sender.send_request(status).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        sender
+    };
+
+    let mut sender = connection().await;
+    let resp = sender.send_request(upgrade(&kernel)).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    assert_eq!(common::KernelSocket { ws }.execute("print(6 * 7)").await.trim(), "42");
+
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let resp = connection().await.send_request(upgrade(missing)).await.unwrap();
+    assert_eq!(resp.status(), 404, "through hyper");
+    match gw.kernel_socket(&slot, missing, Some(&cookie), Some(gw.origin())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 404, "first request")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a WebSocket to a kernel that does not exist"),
+    }
+    // The kernel's socket still opens as a first request.
+    assert_eq!(gw.execute(&cookie, &slot, &kernel, "print(7 * 6)").await.trim(), "42");
+}
+
 #[tokio::test]
 async fn on_one_cpu_a_single_threaded_gateway_runs_code_over_the_websocket() {
     common::require_docker();

@@ -10,14 +10,14 @@
 //! framing (RFC 9112 §6.3) up to a bound.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::prefixed::Prefixed;
 
 /// An answer head longer than this is not a notebook server's.
 const MAX_HEAD: usize = 64 * 1024;
@@ -29,7 +29,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the notebook server answered an upgrade with.
 pub enum Answer {
     /// 101: its headers, and the connection, now a WebSocket.
-    Switched { headers: HeaderMap, stream: Prefixed },
+    Switched { headers: HeaderMap, stream: Prefixed<TcpStream> },
     /// Anything else, body included (hop-by-hop headers still in).
     Refused(Response<Bytes>),
 }
@@ -63,7 +63,7 @@ pub async fn exchange<B>(mut stream: TcpStream, req: &Request<B>) -> Result<Answ
         // A copy, not `buf.freeze()`: that would keep the whole 4 KiB read buffer
         // alive for as long as the tunnel is open (+4 KiB per idle WebSocket).
         let early = Bytes::copy_from_slice(&buf);
-        return Ok(Answer::Switched { headers, stream: Prefixed { early, inner: stream } });
+        return Ok(Answer::Switched { headers, stream: Prefixed::new(early, stream) });
     }
     let body = tokio::time::timeout(BODY_TIMEOUT, read_body(&mut stream, buf, status, &headers))
         .await
@@ -86,14 +86,40 @@ fn request_head<B>(req: &Request<B>) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    write_headers(&mut head, req.headers());
+    head
+}
+
+/// `HTTP/1.1 <status>`, then the headers as they are (see `request_head`).
+pub fn response_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    write_headers(&mut head, headers);
+    head
+}
+
+fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head
+}
+
+/// Headers parsed by httparse, checked by `http`'s rules; None if one breaks them.
+pub fn header_map(parsed: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(headers)
 }
 
 /// Read until `buf` starts with a whole answer head: (status, headers, its length).
@@ -111,14 +137,7 @@ async fn read_head(
                         .code
                         .and_then(|c| StatusCode::from_u16(c).ok())
                         .ok_or(HandshakeError::Malformed("status code"))?;
-                    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-                    for h in resp.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|_| HandshakeError::Malformed("header name"))?;
-                        let value = HeaderValue::from_bytes(h.value)
-                            .map_err(|_| HandshakeError::Malformed("header value"))?;
-                        headers.append(name, value);
-                    }
+                    let headers = header_map(resp.headers).ok_or(HandshakeError::Malformed("header"))?;
                     return Ok((status, headers, len));
                 }
                 Ok(httparse::Status::Partial) => {}
@@ -220,40 +239,6 @@ async fn more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Handshak
     match stream.read_buf(buf).await? {
         0 => Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into())),
         _ => Ok(()),
-    }
-}
-
-/// The notebook server's connection after its 101, with any frame bytes that
-/// arrived with the head read first.
-pub struct Prefixed {
-    early: Bytes,
-    inner: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.early.is_empty() {
-            let n = self.early.len().min(buf.remaining());
-            buf.put_slice(&self.early.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

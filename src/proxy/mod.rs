@@ -2,7 +2,9 @@
 //! streamed bodies, or a WebSocket spliced byte for byte. Everything that can
 //! refuse a request runs before any upstream connection is made.
 
+pub mod first;
 mod handshake;
+mod prefixed;
 pub mod routes;
 mod splice;
 pub mod upstream;
@@ -16,6 +18,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::{session, xsrf};
@@ -23,6 +27,7 @@ use crate::config::AuthMode;
 use crate::slot::SlotId;
 use crate::web::pages::{redirect, render, MessagePage};
 use handshake::Answer;
+use prefixed::Prefixed;
 use routes::Route;
 use upstream::Upstream;
 
@@ -36,10 +41,12 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(peer: SocketAddr) -> Self {
-        let forwarded_for =
-            HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header");
-        Self { upstream: Upstream::default(), forwarded_for }
+        Self { upstream: Upstream::default(), forwarded_for: forwarded_for(peer) }
     }
+}
+
+fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header")
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
@@ -54,42 +61,80 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Handle a request whose path starts with `/user/`, from `browser`'s connection.
-pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Response {
+/// Where a `/user/` request may go. Decided before any upstream connection is
+/// made, the same way for hyper's requests and for `first`'s.
+enum Admission {
+    /// Forward it, for the session that owns the route (`closed` is its switch).
+    Forward {
+        route: Arc<Route>,
+        closed: CancellationToken,
+        upgrade: bool,
+    },
+    /// `/user/<slot>` without the slash.
+    AddSlash(SlotId),
+    NotFound,
+    BadPath,
+    Gone,
+    NotYours,
+    CrossOrigin,
+}
+
+fn admit<B>(app: &App, req: &Request<B>) -> Admission {
     let path = req.uri().path();
-    let rest = &path["/user/".len()..];
+    let Some(rest) = path.strip_prefix("/user/") else {
+        return Admission::NotFound;
+    };
     let (slot_str, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(slot) = SlotId::parse(slot_str) else {
-        return not_found(app, &req);
+        return Admission::NotFound;
     };
     if tail.is_empty() && !path.ends_with('/') {
-        return redirect(&format!("/user/{slot}/"));
+        return Admission::AddSlash(slot);
     }
     if !clean_path(tail) {
-        return (
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: dot segments and encoded slashes are not allowed\n",
-        )
-            .into_response();
+        return Admission::BadPath;
     }
     let tls = app.config.tls();
     let Some(route) = app.routes.get(&slot) else {
-        return gone(app, &req).await;
+        return Admission::Gone;
     };
     let Some(closed) = route.owner_of(session::presented(req.headers(), tls)) else {
-        return not_yours(app, &req);
+        return Admission::NotYours;
     };
     let upgrade = is_websocket_upgrade(req.headers());
     if (upgrade || xsrf::is_unsafe(req.method())) && !xsrf::same_origin(req.headers(), tls) {
-        tracing::warn!(%slot, method = %req.method(), "cross-origin request refused");
-        return (StatusCode::FORBIDDEN, "403 Forbidden: cross-origin request\n").into_response();
+        return Admission::CrossOrigin;
     }
     if !is_background_poll(req.method(), tail) {
         route.touch();
     }
+    Admission::Forward { route, closed, upgrade }
+}
+
+/// Handle a request whose path starts with `/user/`, from `browser`'s connection.
+pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Response {
+    let (route, closed, upgrade) = match admit(app, &req) {
+        Admission::Forward { route, closed, upgrade } => (route, closed, upgrade),
+        Admission::AddSlash(slot) => return redirect(&format!("/user/{slot}/")),
+        Admission::NotFound => return not_found(app, &req),
+        Admission::BadPath => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: dot segments and encoded slashes are not allowed\n",
+            )
+                .into_response()
+        }
+        Admission::Gone => return gone(app, &req).await,
+        Admission::NotYours => return not_yours(app, &req),
+        Admission::CrossOrigin => {
+            tracing::warn!(path = req.uri().path(), method = %req.method(), "cross-origin request refused");
+            return (StatusCode::FORBIDDEN, "403 Forbidden: cross-origin request\n").into_response();
+        }
+    };
     if upgrade {
         return websocket(app, browser, req, route, closed).await;
     }
+    let tail = req.uri().path()["/user/".len()..].split_once('/').map_or("", |(_, t)| t);
     let lab_page = req.method() == http::Method::GET
         && (tail == "lab" || tail.starts_with("lab/") || tail.starts_with("lab?"));
     let resp = forward(app, browser, req, &route).await;
@@ -128,36 +173,24 @@ async fn forward(app: &App, browser: &Browser, req: Request<Incoming>, route: &R
     }
 }
 
-/// Forward a WebSocket upgrade; on 101 from upstream, answer 101 and splice.
+/// Forward a WebSocket upgrade that came through hyper (one that was not its
+/// connection's first request); on 101 from upstream, answer 101 and splice.
 async fn websocket(
     app: &App,
     browser: &Browser,
     mut req: Request<Incoming>,
     route: Arc<Route>,
-    closed: tokio_util::sync::CancellationToken,
+    closed: CancellationToken,
 ) -> Response {
     if has_body(req.headers()) {
         return (StatusCode::BAD_REQUEST, "400 Bad Request: a WebSocket upgrade has no body\n")
             .into_response();
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, _) = req.into_parts();
-    let Some(uri) = upstream_uri(&parts.uri) else {
-        return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
-    };
-    parts.uri = uri;
-    prepare_upstream_headers(&mut parts.headers, &route, &browser.forwarded_for, app.config.tls(), true);
-    let (headers, upstream) = match upstream::upgrade(route.upstream, Request::from_parts(parts, ())).await {
-        Ok(Answer::Switched { headers, stream }) => (headers, stream),
-        Ok(Answer::Refused(resp)) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            return Response::from_parts(parts, Body::from(body));
-        }
-        Err(e) => {
-            tracing::warn!(slot = %route.slot, error = %e, "upstream WebSocket failed");
-            return bad_gateway(app);
-        }
+    let (parts, _) = req.into_parts();
+    let (headers, upstream) = match switch_upstream(app, &browser.forwarded_for, parts, &route).await {
+        Ok(switched) => switched,
+        Err(refusal) => return refusal,
     };
     let metrics = app.metrics.clone();
     tokio::spawn(async move {
@@ -175,6 +208,33 @@ async fn websocket(
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// Ask the notebook server to switch to a WebSocket: its 101 headers and
+/// connection, or the answer the browser gets instead.
+async fn switch_upstream(
+    app: &App,
+    forwarded_for: &HeaderValue,
+    mut parts: http::request::Parts,
+    route: &Route,
+) -> Result<(HeaderMap, Prefixed<TcpStream>), Response> {
+    let Some(uri) = upstream_uri(&parts.uri) else {
+        return Err((StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response());
+    };
+    parts.uri = uri;
+    prepare_upstream_headers(&mut parts.headers, route, forwarded_for, app.config.tls(), true);
+    match upstream::upgrade(route.upstream, Request::from_parts(parts, ())).await {
+        Ok(Answer::Switched { headers, stream }) => Ok((headers, stream)),
+        Ok(Answer::Refused(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Err(Response::from_parts(parts, Body::from(body)))
+        }
+        Err(e) => {
+            tracing::warn!(slot = %route.slot, error = %e, "upstream WebSocket failed");
+            Err(bad_gateway(app))
+        }
+    }
 }
 
 /// A request body announced by its framing (a WebSocket's GET has none).

@@ -283,11 +283,11 @@ impl Drop for Gateway {
     }
 }
 
-pub struct KernelSocket {
-    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+pub struct KernelSocket<S = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    pub ws: tokio_tungstenite::WebSocketStream<S>,
 }
 
-impl KernelSocket {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> KernelSocket<S> {
     /// Send an execute_request without waiting for it; its message id.
     pub async fn send_execute(&mut self, code: &str) -> String {
         use futures_util::SinkExt;
