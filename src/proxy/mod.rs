@@ -326,7 +326,7 @@ fn prepare_upstream_headers(
     tls: bool,
     upgrade: bool,
 ) {
-    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -337,16 +337,24 @@ fn prepare_upstream_headers(
     // Our own view of the client; anything the client claimed is replaced.
     headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
+    if any_of(headers, &CLIENT_CLAIMS) {
+        for name in &CLIENT_CLAIMS {
+            headers.remove(name);
+        }
+    }
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
-    } else {
-        headers.remove(X_FORWARDED_HOST);
     }
-    headers.remove(X_REAL_IP);
-    headers.remove(FORWARDED);
 }
 
+/// What a client may claim about itself that only the gateway can know.
+const CLIENT_CLAIMS: [HeaderName; 3] = [X_FORWARDED_HOST, X_REAL_IP, FORWARDED];
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Connection is among them: a message without any names none either.
+    if !any_of(headers, &HOP_BY_HOP) {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -358,6 +366,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
+}
+
+/// Whether any header in `names` is present. Most messages carry none of the
+/// ones the proxy removes, and one pass over the names present (no hashing) is
+/// cheaper than a lookup per name: this runs twice per proxied request.
+fn any_of(headers: &HeaderMap, names: &[HeaderName]) -> bool {
+    headers.keys().any(|k| names.contains(k))
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -378,14 +393,23 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// segments, no encoded `/` or `\\` (SECURITY.md #8). No allocation: every
 /// proxied request passes here.
 pub fn clean_path(tail: &str) -> bool {
-    let has = |needle: &str| {
-        tail.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let bytes = tail.as_bytes();
+    let encoded_slash = |i: usize| {
+        bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"2f") || h.eq_ignore_ascii_case(b"5c"))
     };
-    if has("%2f") || has("%5c") || tail.contains('\\') {
+    if bytes.iter().enumerate().any(|(i, &b)| b == b'\\' || (b == b'%' && encoded_slash(i))) {
         return false;
     }
-    let last = tail.split('/').count() - 1;
-    tail.split('/').enumerate().all(|(i, s)| !is_dot_segment(s) && (!s.is_empty() || i == last))
+    let mut segments = tail.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        // An empty segment is allowed only last (a trailing slash).
+        if is_dot_segment(segment) || (segment.is_empty() && segments.peek().is_some()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// `.` or `..`, with any dot written as `%2e` in either case.
@@ -515,12 +539,22 @@ mod tests {
 
     #[test]
     fn paths_with_traversal_are_refused() {
-        for ok in ["", "lab", "api/status", "api/contents/a%20b.ipynb", "files/x/", "lab/tree/n.ipynb?x=1"] {
+        for ok in [
+            "",
+            "lab",
+            "api/status",
+            "api/contents/a%20b.ipynb",
+            "files/x/",
+            "lab/tree/n.ipynb?x=1",
+            "a%2",
+            "a%",
+        ] {
             assert!(clean_path(ok), "{ok}");
         }
-        for bad in
-            ["..", "../x", "a/../b", "%2e%2e/x", ".%2E/x", "a/%2E", "a//b", "a%2Fb", "a%5cb", "a\\b", "./a"]
-        {
+        for bad in [
+            "..", "../x", "a/../b", "%2e%2e/x", ".%2E/x", "a/%2E", "a//b", "a%2Fb", "a%5cb", "a\\b", "./a",
+            "a%2f", "%5C", "/a",
+        ] {
             assert!(!clean_path(bad), "{bad}");
         }
     }
@@ -546,6 +580,46 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+        // Without Connection, the others still go.
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+    }
+
+    #[test]
+    fn upstream_headers_carry_the_gateways_view_only() {
+        let route = Route::new(
+            SlotId::parse("0123456789abcdef").unwrap(),
+            "c".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            "tok",
+            None,
+            0,
+        );
+        let xff = HeaderValue::from_static("10.0.0.9");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gw:8000"));
+        h.insert(header::COOKIE, HeaderValue::from_static("nbgate-session=s; _xsrf=x"));
+        for (name, value) in
+            [("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]
+        {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        prepare_upstream_headers(&mut h, &route, &xff, false, false);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(h[X_FORWARDED_HOST], "gw:8000");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[header::AUTHORIZATION], "token tok");
+        assert_eq!(h[header::COOKIE], "_xsrf=x");
+        assert!(!h.contains_key(X_REAL_IP) && !h.contains_key(FORWARDED));
+        // A client's own X-Forwarded-Host goes when it sent no Host.
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil"));
+        prepare_upstream_headers(&mut h, &route, &xff, true, false);
+        assert!(!h.contains_key(X_FORWARDED_HOST));
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
     }
 
     #[test]
