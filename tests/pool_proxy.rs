@@ -29,9 +29,22 @@ async fn pool_fills_and_a_visit_reaches_jupyter() {
     // The pool refills to its size.
     gw.wait_warm(2).await;
     // JupyterLab itself loads through the gateway.
-    let lab = gw.http.get(gw.user_url(&slot, "lab")).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(lab.status(), 200);
-    assert!(lab.text().await.unwrap().contains("JupyterLab"));
+    let page = |path: &'static str| {
+        let req = gw.http.get(gw.user_url(&slot, path)).header("cookie", &cookie);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            resp.text().await.unwrap()
+        }
+    };
+    const BANNER: &str = "/hub/static/nbgate.js";
+    let lab = page("lab").await;
+    assert!(lab.contains("JupyterLab"));
+    // `lab` pages get the banner script once; the single-document view and the API do not.
+    assert_eq!(lab.matches(BANNER).count(), 1);
+    assert!(page("lab/tree/work").await.contains(BANNER));
+    assert!(!page("doc/tree/work").await.contains(BANNER));
+    assert!(!page("api/status").await.contains(BANNER));
 }
 
 #[tokio::test]

@@ -75,7 +75,7 @@ where
         _ => return First::Done,
     }
     let admitted = upgrade_request(&buf).and_then(|req| match admit(app, &req) {
-        Admission::Forward { route, closed, upgrade: true } if !has_body(req.headers()) => {
+        Admission::Forward { route, closed, upgrade: true, .. } if !has_body(req.headers()) => {
             Some((req, route, closed))
         }
         _ => None,

@@ -69,6 +69,8 @@ enum Admission {
         route: Arc<Route>,
         closed: CancellationToken,
         upgrade: bool,
+        /// JupyterLab's own page, which gets the banner script.
+        lab_page: bool,
     },
     /// `/user/<slot>` without the slash.
     AddSlash(SlotId),
@@ -108,13 +110,14 @@ fn admit<B>(app: &App, req: &Request<B>) -> Admission {
     if !is_background_poll(req.method(), tail) {
         route.touch();
     }
-    Admission::Forward { route, closed, upgrade }
+    let lab_page = req.method() == http::Method::GET && (tail == "lab" || tail.starts_with("lab/"));
+    Admission::Forward { route, closed, upgrade, lab_page }
 }
 
 /// Handle a request whose path starts with `/user/`, from `browser`'s connection.
 pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Response {
-    let (route, closed, upgrade) = match admit(app, &req) {
-        Admission::Forward { route, closed, upgrade } => (route, closed, upgrade),
+    let (route, closed, upgrade, lab_page) = match admit(app, &req) {
+        Admission::Forward { route, closed, upgrade, lab_page } => (route, closed, upgrade, lab_page),
         Admission::AddSlash(slot) => return redirect(&format!("/user/{slot}/")),
         Admission::NotFound => return not_found(app, &req),
         Admission::BadPath => {
@@ -134,9 +137,6 @@ pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Res
     if upgrade {
         return websocket(app, browser, req, route, closed).await;
     }
-    let tail = req.uri().path()["/user/".len()..].split_once('/').map_or("", |(_, t)| t);
-    let lab_page = req.method() == http::Method::GET
-        && (tail == "lab" || tail.starts_with("lab/") || tail.starts_with("lab?"));
     let resp = forward(app, browser, req, &route).await;
     let is_html = resp
         .headers()
