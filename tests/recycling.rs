@@ -37,8 +37,10 @@ async fn an_idle_server_is_recycled_and_its_files_stay() {
     gw.wait_warm(1).await;
     let b = Browser::new(&gw);
     let slot = b.slot_after(b.register("ida", PW, KEY).await).await;
-    b.put_file(&slot, "work/draft.txt", "still here").await;
+    // The gateway counts a request as activity when it arrives, so the idle
+    // clock starts no later than the moment the request is sent.
     let went_idle = Instant::now();
+    b.put_file(&slot, "work/draft.txt", "still here").await;
     wait_until("the idle recycle", Duration::from_secs(30), || async { assigned(&gw).await == 0 }).await;
     let took = went_idle.elapsed();
     assert!(took >= Duration::from_secs(4), "recycled before the idle timeout: {took:?}");
@@ -72,9 +74,10 @@ async fn a_busy_kernel_is_not_recycled_but_a_polling_tab_is() {
         socket.send_execute("import time\ntime.sleep(30)").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Visitor 2 leaves a tab open that only polls.
-    let (poll_cookie, poll_slot) = gw.visit(None).await;
+    // Visitor 2 leaves a tab open that only polls. Its last activity is the
+    // visit itself, so the idle clock starts no later than the visit does.
     let started = Instant::now();
+    let (poll_cookie, poll_slot) = gw.visit(None).await;
     let mut poll_status = 200;
     while started.elapsed() < Duration::from_secs(25) && poll_status == 200 {
         for path in ["api/kernels", "api/sessions", "api/contents?content=1", "api/status"] {
