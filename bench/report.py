@@ -213,7 +213,48 @@ add_ratio(fig, "jupyter: CHP ÷ direct", ratio(rps.get(("jupyter", "chp")), rps.
 add_ratio(fig, "jupyter: nginx ÷ direct", ratio(rps.get(("jupyter", "nginx")), rps.get(("jupyter", "direct"))))
 r = ratio(rps.get(("jupyter", "nbgate")), rps.get(("jupyter", "nginx")))
 add_ratio(fig, "jupyter: nbgate ÷ nginx", r, "≥ 0.9", check(r, ">=", 0.9))
+relay, _ = m("1", "jupyter", "relay", "wrk", "rps")
+if relay is not None:
+    add_ratio(fig, "jupyter: TCP relay (haproxy, parses nothing) ÷ direct — the most any proxy reaches here",
+              ratio(relay, rps.get(("jupyter", "direct"))))
+    add_ratio(fig, "jupyter: nbgate ÷ TCP relay", ratio(rps.get(("jupyter", "nbgate")), relay))
 ratio_lines(fig)
+
+# Where the JupyterLab upstream's core goes: the client (wrk) and the upstream share core 0,
+# the proxy has core 1. Core 0 is busy throughout, so req/s = core 0's time ÷ its cost per
+# request, and that cost is what a proxy changes.
+core_rows = []
+for p in PEERS[:3] + ["relay", "nbgate"]:
+    v, _ = m("1", "jupyter", p, "wrk", "rps")
+    busy0 = [dig(x, "core0_busy_s") for x in by.get(("1", "jupyter", p, "wrk"), [])]
+    reqs = [dig(x, "requests") for x in by.get(("1", "jupyter", p, "wrk"), [])]
+    per = med([b / q * 1e6 for b, q in zip(busy0, reqs) if isinstance(b, (int, float)) and q])
+    steal = med([dig(x, "core0_steal_s") for x in by.get(("1", "jupyter", p, "wrk"), [])])
+    busy1 = [dig(x, "core1_busy_s") for x in by.get(("1", "jupyter", p, "wrk"), [])]
+    per1 = med([b / q * 1e6 for b, q in zip(busy1, reqs) if isinstance(b, (int, float)) and q])
+    if v is not None and per is not None:
+        core_rows.append((p, v, per, per1, steal))
+if core_rows:
+    P("JupyterLab upstream — where core 0 goes (client and upstream share core 0, the proxy has core 1; "
+      "from `/proc/stat` around each run, medians):")
+    P("")
+    P("| peer | req/s | ÷ direct | core 0 busy µs per request | core 1 busy µs per request | core 0 stolen by the host, s per run |")
+    P("|---|---|---|---|---|---|")
+    d = next((r for r in core_rows if r[0] == "direct"), None)
+    for p, v, per, per1, steal in core_rows:
+        P(f"| {p} | {fmt(v)} | {fmt(ratio(v, d[1]) if d else None, 2)} | {fmt(per)} | {fmt(per1)} | {fmt(steal, 2)} |")
+        fig["rows"].append({"upstream": "jupyter", "peer": p, "core0_busy_us_per_request": per,
+                            "core1_busy_us_per_request": per1, "core0_steal_s": steal})
+    P("")
+    if d:
+        extra = {p: per - d[2] for p, _, per, _, _ in core_rows if p != "direct"}
+        P("Any proxy on core 1 makes core 0 pay more per request than the direct path does — "
+          + ", ".join(f"{p} +{fmt(x)} µs" for p, x in extra.items())
+          + ": every message wrk or JupyterLab sends then wakes a process on the other core, and the "
+          "sender's kernel pays for that cross-core wake-up (in a VM, an exit to the hypervisor); direct, "
+          "the reader sits on the same core. The TCP relay does no HTTP work at all, so its ratio is the "
+          "ceiling of this figure on this machine.")
+        P("")
 
 # ---------------------------------------------------------------- 2
 fig = new_fig("2")

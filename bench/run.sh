@@ -225,7 +225,7 @@ PIN_PROXY=$(pin_proxy); PIN_LOAD=$(pin_load)
 PEER_PHASES=
 for p in static jupyter raw burst hub; do skipped "$p" || PEER_PHASES="$PEER_PHASES $p"; done
 need=()
-for p in ${PEER_PHASES:+nginx wrk hyperfine node-configurable-http-proxy} jq curl python3 python3-venv util-linux procps; do
+for p in ${PEER_PHASES:+nginx haproxy wrk hyperfine node-configurable-http-proxy} jq curl python3 python3-venv util-linux procps; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -253,19 +253,6 @@ log "building the load generator (bench/loadgen)"
   >"$OUT/loadgen-build.log" 2>&1 || die "loadgen build failed (see $OUT/loadgen-build.log)"
 mark loadgen_build
 
-NB_BUILD_ERR=
-if skipped nbgate; then
-  NB_BUILD_ERR="skipped by BENCH_SKIP"
-elif [ -n "${BENCH_NO_BUILD:-}" ] || [ -n "${NBGATE_BIN:-}" ]; then
-  [ -x "$NB_BIN" ] || NB_BUILD_ERR="no nbgate binary at $NB_BIN (NBGATE_BIN / BENCH_NO_BUILD given, so nothing was built)"
-else
-  log "building nbgate (cargo build --release)"
-  if ! (cd "$root" && cargo build --release --quiet --bin nbgate --example route_scale) >"$OUT/nbgate-build.log" 2>&1; then
-    NB_BUILD_ERR="cargo build --release failed: $(grep -m1 -E '^error' "$OUT/nbgate-build.log" || tail -1 "$OUT/nbgate-build.log")"
-  fi
-fi
-[ -z "$NB_BUILD_ERR" ] || log "nbgate: $NB_BUILD_ERR"
-mark nbgate_build
 
 # `make images` is a no-op when docker/ is unchanged (images carry a hash of their inputs).
 if [ -n "${BENCH_NO_IMAGES:-}" ]; then
@@ -280,7 +267,58 @@ else
   fi
 fi
 
+mark images
+
 label_of() { docker image inspect -f '{{ index .Config.Labels "nbgate.inputs" }}' "$1" 2>/dev/null || true; }
+
+ensure_hub_venv() {
+  local have
+  have=$("$VENV/bin/pip" show jupyterhub dockerspawner jupyterhub-nativeauthenticator 2>/dev/null | grep -c '^Version:')
+  if [ ! -x "$VENV/bin/jupyterhub" ] || [ "$have" != 3 ] || [ "$("$VENV/bin/jupyterhub" --version 2>/dev/null)" != "$JUPYTERHUB_VERSION" ]; then
+    log "installing JupyterHub $JUPYTERHUB_VERSION + DockerSpawner + NativeAuthenticator into bench/.venv"
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check \
+      "jupyterhub==$JUPYTERHUB_VERSION" "dockerspawner==$DOCKERSPAWNER_VERSION" \
+      "jupyterhub-nativeauthenticator==$NATIVEAUTH_VERSION" >"$OUT/hub-venv.log" 2>&1
+  fi
+}
+
+build_hub_image() {
+  local base hash ctx
+  base=$(docker image inspect -f '{{.Id}}' "$NOTEBOOK_IMAGE") || return 1
+  hash=$( (sha256sum "$here/images/hub-singleuser/Dockerfile"; echo "$base $JUPYTERHUB_VERSION") | sha256sum | cut -c1-16)
+  [ "$(label_of "$HUB_IMAGE")" = "$hash" ] && return 0
+  log "building $HUB_IMAGE"
+  ctx=$(mktemp -d)
+  cp "$here/images/hub-singleuser/Dockerfile" "$ctx/"
+  cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca.crt" 2>/dev/null || : >"$ctx/host-ca.crt"
+  docker build --quiet --build-arg "NOTEBOOK_IMAGE=$NOTEBOOK_IMAGE" --build-arg "JUPYTERHUB_VERSION=$JUPYTERHUB_VERSION" \
+    --label "nbgate.inputs=$hash" -t "$HUB_IMAGE" "$ctx" >"$OUT/hub-image.log" 2>&1
+  local rc=$?; rm -rf "$ctx"; return $rc
+}
+
+# JupyterHub's venv and single-user image build in the background while nbgate
+# compiles: both need only the notebook image (in series they added 2-3 min to the set-up).
+HUB_SETUP_PID=
+if ! skipped hub; then
+  ( ensure_hub_venv || { echo "venv install failed (see $OUT/hub-venv.log)" >"$OUT/hub-setup.err"; exit 1; }
+    build_hub_image || { echo "building $HUB_IMAGE failed (see $OUT/hub-image.log)" >"$OUT/hub-setup.err"; exit 1; } ) &
+  HUB_SETUP_PID=$!; PIDS+=("$HUB_SETUP_PID")
+fi
+
+NB_BUILD_ERR=
+if skipped nbgate; then
+  NB_BUILD_ERR="skipped by BENCH_SKIP"
+elif [ -n "${BENCH_NO_BUILD:-}" ] || [ -n "${NBGATE_BIN:-}" ]; then
+  [ -x "$NB_BIN" ] || NB_BUILD_ERR="no nbgate binary at $NB_BIN (NBGATE_BIN / BENCH_NO_BUILD given, so nothing was built)"
+else
+  log "building nbgate (cargo build --release)"
+  if ! (cd "$root" && cargo build --release --quiet --bin nbgate --bin route-scale) >"$OUT/nbgate-build.log" 2>&1; then
+    NB_BUILD_ERR="cargo build --release failed: $(grep -m1 -E '^error' "$OUT/nbgate-build.log" || tail -1 "$OUT/nbgate-build.log")"
+  fi
+fi
+[ -z "$NB_BUILD_ERR" ] || log "nbgate: $NB_BUILD_ERR"
+mark nbgate_build
+
 
 build_static_image() {
   local base hash ctx
@@ -296,7 +334,7 @@ build_static_image() {
 if ! skipped static || ! skipped footprint; then
   build_static_image || die "building $STATIC_IMAGE failed (see $OUT/static-image.log)"
 fi
-mark images
+mark static_image
 
 # ------------------------------------------------------------------ metadata
 GIT_REV=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -424,6 +462,33 @@ start_chp() {
     "http://127.0.0.1:$CHP_API/api/routes${route%/}" >/dev/null || { log "CHP $name: adding the route failed"; return 1; }
 }
 
+# start_relay NAME UPSTREAM_ADDR — haproxy in TCP mode on the proxy core: it moves bytes and
+# parses nothing (the same reads and writes per request as any proxy, no HTTP work), so it
+# is the most a proxy can reach under this method. Sets RELAY_PORT RELAY_PID.
+RELAY_PORT= RELAY_PID=
+start_relay() {
+  local name=$1 up=$2 dir=$OUT/relay-$1
+  mkdir -p "$dir"
+  RELAY_PORT=$(free_port)
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+  maxconn 4000
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen relay
+  bind 127.0.0.1:$RELAY_PORT
+  server up $up
+EOF
+  $PIN_PROXY haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
+  RELAY_PID=$!; PIDS+=("$RELAY_PID")
+  wait_until 10 curl -s -o /dev/null "http://127.0.0.1:$RELAY_PORT/" \
+    || { log "haproxy relay $name did not start"; RELAY_PORT=; return 1; }
+}
+
 # ------------------------------------------------------------------ nbgate
 NB_PID= NB_URL= NB_REASON= NB_SLOT= NB_COOKIE=
 nbgate_health() { curl -s --max-time 2 "$NB_URL/hub/health"; }
@@ -497,6 +562,10 @@ set_peers() {
     PEERS+=(chp); P_BASE[chp]="http://127.0.0.1:$CHP_PORT$UP_BASE"; P_H1[chp]=${P_H1[direct]}; P_H2[chp]=""
     P_PID[chp]=$CHP_PID
   fi
+  if [ -n "${RELAY_PORT:-}" ]; then
+    PEERS+=(relay); P_BASE[relay]="http://127.0.0.1:$RELAY_PORT$UP_BASE"; P_H1[relay]=${P_H1[direct]}; P_H2[relay]=""
+    P_PID[relay]=$RELAY_PID
+  fi
   if [ -n "${NB_URL:-}" ] && [ -n "${NB_SLOT:-}" ]; then
     PEERS+=(nbgate); P_BASE[nbgate]="$NB_URL/user/$NB_SLOT/"; P_H1[nbgate]="Cookie: $NB_COOKIE"; P_H2[nbgate]="Origin: $NB_URL"
     P_PID[nbgate]=$NB_PID
@@ -518,6 +587,17 @@ add_cpu() {
   jq -c --argjson t "$(( c1 - c0 ))" --argjson hz "$CLK_TCK" '. + {proxy_cpu_s: ($t / $hz)}' <<<"$j"
 }
 
+# core_ticks N → "busy steal" clock ticks of core N so far (busy: user, nice, system, irq, softirq)
+core_ticks() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $9}' /proc/stat; }
+# add_core JSON N "BUSY STEAL"-before — add core N's busy and stolen seconds since then
+add_core() {
+  local j=$1 n=$2 b0 s0 b1 s1
+  [ -n "$j" ] || return 0
+  read -r b0 s0 <<<"$3"; read -r b1 s1 <<<"$(core_ticks "$n")"
+  jq -c --argjson b "$(( b1 - b0 ))" --argjson s "$(( s1 - s0 ))" --argjson hz "$CLK_TCK" --arg n "$n" \
+    '. + {("core" + $n + "_busy_s"): ($b / $hz), ("core" + $n + "_steal_s"): ($s / $hz)}' <<<"$j"
+}
+
 # wrk_json URL DURATION PEER → the WRKJSON object
 wrk_json() {
   local url=$1 d=$2 p=$3 h
@@ -532,11 +612,12 @@ fig1() {
   for p in "${PEERS[@]}"; do wrk_json "${P_BASE[$p]}$path" 1 "$p" >/dev/null; done   # warm-up
   for r in $(seq "$RUNS"); do
     for p in "${PEERS[@]}"; do
-      local pid=${P_PID[$p]:-} c0
-      c0=$(cpu_ticks "$pid")
+      local pid=${P_PID[$p]:-} c0 k0 k1
+      c0=$(cpu_ticks "$pid"); k0=$(core_ticks 0); k1=$(core_ticks 1)
       j=$(wrk_json "${P_BASE[$p]}$path" "$DUR" "$p")
       if [ -z "$j" ]; then note 1 "$label/$p run $r: wrk printed no result"; continue; fi
       j=$(add_cpu "$j" "$pid" "$c0")
+      [ "$CORES" -lt 2 ] || j=$(add_core "$(add_core "$j" 0 "$k0")" 1 "$k1")
       record 1 "$label" "$p" wrk "$j"
       local errs; errs=$(jq '.errors_connect+.errors_read+.errors_write+.errors_status+.errors_timeout' <<<"$j")
       [ "$errs" = 0 ] || note 1 "$label/$p run $r: $errs errors (non-2xx or socket)"
@@ -713,7 +794,7 @@ EOF
   # nbgate: a slot is a container, and $ROUTES JupyterLabs do not fit here; the table's
   # own per-request cost with 1 and $ROUTES slots is measured in process on the real
   # routing table and turned into a throughput ratio with figure 1's CPU cost/request.
-  local rs=$root/target/release/examples/route_scale
+  local rs=$root/target/release/route-scale
   if [ -n "$NB_BUILD_ERR" ]; then nbgate_na 4 "$NB_BUILD_ERR"
   elif [ -x "$rs" ]; then
     for r in $(seq "$RUNS"); do
@@ -721,7 +802,7 @@ EOF
       [ -n "$j" ] && record 4 static-small nbgate route_lookup "$j"
       log "fig4 nbgate table lookup run $r: $j"
     done
-  else nbgate_na 4 "no $rs (cargo build --release --example route_scale)"; fi
+  else nbgate_na 4 "no $rs (cargo build --release --bin route-scale)"; fi
   kill_pid "$ngN_pid"; kill_pid "$chpN_pid"
   NGINX_PORT=$ng1_port NGINX_PID=$ng1_pid NGINX_WORKER=$ng1_worker
   CHP_PORT=$chp1_port CHP_PID=$chp1_pid CHP_TOKEN=$chp1_token CHP_API=$chp1_api
@@ -746,12 +827,13 @@ phase_jupyter() {
   JUP_CID=$UP_CID
   start_nginx jupyter "$UP_ADDR" || true
   start_chp jupyter "$UP_ADDR" "$UP_BASE" || true
+  start_relay jupyter "$UP_ADDR" || true
   set_peers
   sleep 2
   record 7 jupyter upstream container_mib "$(container_mem_mib "$JUP_CID")"
   if ! skipped http; then fig1 jupyter api/status; fi
   [ -n "$NB_URL" ] || nbgate_na 1 "(JupyterLab upstream) $NB_JUP_REASON"
-  kill_pid "$NGINX_PID"; kill_pid "$CHP_PID"; NGINX_PORT= CHP_PORT=
+  kill_pid "$NGINX_PID"; kill_pid "$CHP_PID"; kill_pid "$RELAY_PID"; NGINX_PORT= CHP_PORT= RELAY_PORT=
 
   # Figure 5: a pool hit — GET / until /api/kernels answers and a kernel WebSocket is open.
   if ! skipped login; then
@@ -1044,30 +1126,7 @@ phase_logins() {
 }
 
 # ------------------------------------------------------------------ phase C: JupyterHub
-ensure_hub_venv() {
-  local have
-  have=$("$VENV/bin/pip" show jupyterhub dockerspawner jupyterhub-nativeauthenticator 2>/dev/null | grep -c '^Version:')
-  if [ ! -x "$VENV/bin/jupyterhub" ] || [ "$have" != 3 ] || [ "$("$VENV/bin/jupyterhub" --version 2>/dev/null)" != "$JUPYTERHUB_VERSION" ]; then
-    log "installing JupyterHub $JUPYTERHUB_VERSION + DockerSpawner + NativeAuthenticator into bench/.venv"
-    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check \
-      "jupyterhub==$JUPYTERHUB_VERSION" "dockerspawner==$DOCKERSPAWNER_VERSION" \
-      "jupyterhub-nativeauthenticator==$NATIVEAUTH_VERSION" >"$OUT/hub-venv.log" 2>&1
-  fi
-}
 
-build_hub_image() {
-  local base hash ctx
-  base=$(docker image inspect -f '{{.Id}}' "$NOTEBOOK_IMAGE") || return 1
-  hash=$( (sha256sum "$here/images/hub-singleuser/Dockerfile"; echo "$base $JUPYTERHUB_VERSION") | sha256sum | cut -c1-16)
-  [ "$(label_of "$HUB_IMAGE")" = "$hash" ] && return 0
-  log "building $HUB_IMAGE"
-  ctx=$(mktemp -d)
-  cp "$here/images/hub-singleuser/Dockerfile" "$ctx/"
-  cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca.crt" 2>/dev/null || : >"$ctx/host-ca.crt"
-  docker build --quiet --build-arg "NOTEBOOK_IMAGE=$NOTEBOOK_IMAGE" --build-arg "JUPYTERHUB_VERSION=$JUPYTERHUB_VERSION" \
-    --label "nbgate.inputs=$hash" -t "$HUB_IMAGE" "$ctx" >"$OUT/hub-image.log" 2>&1
-  local rc=$?; rm -rf "$ctx"; return $rc
-}
 
 hub_stop_server() { # USER — stop a user's server, wait for its container to go
   curl -s --max-time 60 -X DELETE -H "Authorization: token $HUB_TOKEN" "$HUB_URL/hub/api/users/$1/server" >/dev/null
@@ -1156,11 +1215,9 @@ EOF
 # ------------------------------------------------------------------ run
 mark metadata
 HUB_SETUP_ERR=
-if ! skipped hub; then
-  ensure_hub_venv || HUB_SETUP_ERR="venv install failed (see $OUT/hub-venv.log)"
-  mark hub_venv
-  [ -n "$HUB_SETUP_ERR" ] || build_hub_image || HUB_SETUP_ERR="building $HUB_IMAGE failed (see $OUT/hub-image.log)"
-  mark hub_image
+if [ -n "$HUB_SETUP_PID" ]; then
+  wait "$HUB_SETUP_PID" || HUB_SETUP_ERR=$(cat "$OUT/hub-setup.err" 2>/dev/null || echo "JupyterHub set-up failed")
+  mark hub_setup_wait
 fi
 T_MEASURE=$(date +%s)
 SETUP_S=$(( T_MEASURE - T_START ))

@@ -7,7 +7,7 @@
 //! `bench/run.sh` turns it into a throughput ratio with nbgate's measured CPU
 //! cost per proxied request. Prints one JSON object.
 //!
-//! cargo run --release --example route_scale -- [slots...]
+//! cargo run --release --bin route-scale -- [slots...]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
