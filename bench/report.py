@@ -248,12 +248,17 @@ if core_rows:
     P("")
     if d:
         extra = {p: per - d[2] for p, _, per, _, _ in core_rows if p != "direct"}
-        P("Any proxy on core 1 makes core 0 pay more per request than the direct path does — "
-          + ", ".join(f"{p} +{fmt(x)} µs" for p, x in extra.items())
-          + ": every message wrk or JupyterLab sends then wakes a process on the other core, and the "
-          "sender's kernel pays for that cross-core wake-up (in a VM, an exit to the hypervisor); direct, "
-          "the reader sits on the same core. The TCP relay does no HTTP work at all, so its ratio is the "
-          "ceiling of this figure on this machine.")
+        listed = ", ".join(f"{p} {'+' if x >= 0 else '−'}{fmt(abs(x))} µs" for p, x in extra.items())
+        if all(x > 0 for x in extra.values()):
+            P(f"Every proxy on core 1 makes core 0 pay more per request than the direct path does ({listed}): "
+              "every message wrk or JupyterLab sends then wakes a process on the other core, and the "
+              "sender's kernel pays for that cross-core wake-up (in a VM, an exit to the hypervisor); direct, "
+              "the reader sits on the same core. The TCP relay does no HTTP work at all, so its ratio is the "
+              "ceiling of this figure on this machine.")
+        else:
+            P(f"Core 0's cost per request against direct: {listed}. Not every proxy costs more here, so "
+              "the runs disagree (host noise: see each run's values in report.json) and the ratios of this "
+              "figure are not to be trusted from this run alone.")
         P("")
 
 # ---------------------------------------------------------------- 2

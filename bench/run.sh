@@ -12,6 +12,9 @@
 #   BENCH_WS_SESSION_RUNS=5  runs of WebSocket sessions/s (at least BENCH_RUNS): the figure whose
 #                         peers swing most from run to run (CHP ±25 %), for a steadier median
 #   BENCH_DURATION=3      seconds per load run (after a 1 s warm-up run per peer)
+#   BENCH_HTTP_RUNS=5     runs of HTTP throughput (figure 1), BENCH_HTTP_DURATION=2 s each: five
+#                         short runs, not three long ones, for a median that one noisy run
+#                         (a co-tenant on the host) does not move
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
@@ -62,6 +65,8 @@ RUNS=${BENCH_RUNS:-3}
 WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
 [ "$WS_SESSION_RUNS" -ge "$RUNS" ] || WS_SESSION_RUNS=$RUNS
 DUR=${BENCH_DURATION:-3}
+HTTP_RUNS=${BENCH_HTTP_RUNS:-5}
+HTTP_DUR=${BENCH_HTTP_DURATION:-2}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
 WS_IDLE_WANT=${BENCH_WS_IDLE:-3000}
@@ -352,11 +357,13 @@ jq -n \
   --arg jupyterlab "$(docker run --rm --entrypoint /opt/nbgate/bin/jupyter "$NOTEBOOK_IMAGE" lab --version 2>/dev/null)" \
   --arg jupyterhub "$JUPYTERHUB_VERSION" --arg dockerspawner "$DOCKERSPAWNER_VERSION" --arg nativeauth "$NATIVEAUTH_VERSION" \
   --argjson runs "$RUNS" --argjson wsruns "$WS_SESSION_RUNS" --argjson dur "$DUR" --argjson conns "$CONNS" --argjson nofile "$NOFILE" \
+  --argjson hruns "$HTTP_RUNS" --argjson hdur "$HTTP_DUR" \
   '{date:$date, run:$run, host:{cores:$cores, cpu:$cpu, kernel:$kernel, memory:$mem, nofile:$nofile},
     versions:{nbgate:$nbgate, nginx:$nginx, "configurable-http-proxy":$chp, node:$node, wrk:$wrk,
               hyperfine:$hyperfine, docker:$docker, jupyterlab:$jupyterlab, jupyterhub:$jupyterhub,
               dockerspawner:$dockerspawner, "jupyterhub-nativeauthenticator":$nativeauth},
-    settings:{runs:$runs, ws_session_runs:$wsruns, duration_s:$dur, wrk_connections:$conns}}' >"$META"
+    settings:{runs:$runs, ws_session_runs:$wsruns, duration_s:$dur, http_runs:$hruns, http_duration_s:$hdur,
+              wrk_connections:$conns}}' >"$META"
 
 # ------------------------------------------------------------------ upstreams and peers
 
@@ -610,11 +617,11 @@ wrk_json() {
 fig1() {
   local label=$1 path=$2 r p j
   for p in "${PEERS[@]}"; do wrk_json "${P_BASE[$p]}$path" 1 "$p" >/dev/null; done   # warm-up
-  for r in $(seq "$RUNS"); do
+  for r in $(seq "$HTTP_RUNS"); do
     for p in "${PEERS[@]}"; do
       local pid=${P_PID[$p]:-} c0 k0 k1
       c0=$(cpu_ticks "$pid"); k0=$(core_ticks 0); k1=$(core_ticks 1)
-      j=$(wrk_json "${P_BASE[$p]}$path" "$DUR" "$p")
+      j=$(wrk_json "${P_BASE[$p]}$path" "$HTTP_DUR" "$p")
       if [ -z "$j" ]; then note 1 "$label/$p run $r: wrk printed no result"; continue; fi
       j=$(add_cpu "$j" "$pid" "$c0")
       [ "$CORES" -lt 2 ] || j=$(add_core "$(add_core "$j" 0 "$k0")" 1 "$k1")
