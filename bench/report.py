@@ -249,16 +249,25 @@ if core_rows:
     if d:
         extra = {p: per - d[2] for p, _, per, _, _ in core_rows if p != "direct"}
         listed = ", ".join(f"{p} {'+' if x >= 0 else '−'}{fmt(abs(x))} µs" for p, x in extra.items())
+        rel = next((r[1] for r in core_rows if r[0] == "relay"), None)
+        http_best = max((r[1] for r in core_rows if r[0] not in ("direct", "relay")), default=None)
         if all(x > 0 for x in extra.values()):
             P(f"Every proxy on core 1 makes core 0 pay more per request than the direct path does ({listed}): "
               "every message wrk or JupyterLab sends then wakes a process on the other core, and the "
               "sender's kernel pays for that cross-core wake-up (in a VM, an exit to the hypervisor); direct, "
-              "the reader sits on the same core. The TCP relay does no HTTP work at all, so its ratio is the "
-              "ceiling of this figure on this machine.")
+              "the reader sits on the same core.")
         else:
             P(f"Core 0's cost per request against direct: {listed}. Not every proxy costs more here, so "
-              "the runs disagree (host noise: see each run's values in report.json) and the ratios of this "
-              "figure are not to be trusted from this run alone.")
+              "the runs disagree (host noise: see each run's values in report.json).")
+        if rel is not None and http_best is not None:
+            if rel >= http_best:
+                P("The TCP relay does no HTTP work at all, so its ratio is the ceiling of this figure on this "
+                  "machine.")
+            else:
+                P(f"The TCP relay does strictly less work than any HTTP proxy, yet here it reached "
+                  f"{fmt(ratio(rel, d[1]), 2)}× direct against the best HTTP proxy's "
+                  f"{fmt(ratio(http_best, d[1]), 2)}×: in this run the order of the proxies is the host's noise, "
+                  "not their work; read this figure's ratios across runs, not from this one.")
         P("")
 
 # ---------------------------------------------------------------- 2
