@@ -258,7 +258,6 @@ log "building the load generator (bench/loadgen)"
   >"$OUT/loadgen-build.log" 2>&1 || die "loadgen build failed (see $OUT/loadgen-build.log)"
 mark loadgen_build
 
-
 # `make images` is a no-op when docker/ is unchanged (images carry a hash of their inputs).
 if [ -n "${BENCH_NO_IMAGES:-}" ]; then
   docker image inspect "$NOTEBOOK_IMAGE" >/dev/null 2>&1 || die "BENCH_NO_IMAGES is set and $NOTEBOOK_IMAGE is missing"
@@ -323,7 +322,6 @@ else
 fi
 [ -z "$NB_BUILD_ERR" ] || log "nbgate: $NB_BUILD_ERR"
 mark nbgate_build
-
 
 build_static_image() {
   local base hash ctx
