@@ -431,11 +431,11 @@ fn is_dot_segment(segment: &str) -> bool {
 
 /// Requests an open JupyterLab tab makes by itself; they do not keep a
 /// container alive (the culler would never recycle an idle open tab).
-fn is_background_poll(method: &http::Method, tail: &str) -> bool {
+/// `path` is the URI path after the slot: it never holds the query.
+fn is_background_poll(method: &http::Method, path: &str) -> bool {
     if method != http::Method::GET {
         return false;
     }
-    let path = tail.split('?').next().unwrap_or(tail);
     matches!(
         path,
         "api/kernels"
@@ -626,7 +626,7 @@ mod tests {
     fn polling_is_not_activity() {
         use http::Method;
         assert!(is_background_poll(&Method::GET, "api/kernels"));
-        assert!(is_background_poll(&Method::GET, "api/contents/work?content=1"));
+        assert!(is_background_poll(&Method::GET, "api/contents/work"));
         assert!(!is_background_poll(&Method::POST, "api/kernels"));
         assert!(!is_background_poll(&Method::GET, "api/kernels/abc/channels"));
         assert!(!is_background_poll(&Method::GET, "lab"));
