@@ -15,6 +15,9 @@
 #   BENCH_HTTP_RUNS=5     runs of HTTP throughput (figure 1), BENCH_HTTP_DURATION=2 s each: five
 #                         short runs, not three long ones, for a median that one noisy run
 #                         (a co-tenant on the host) does not move
+#   BENCH_LAT_RUNS=5      runs of fixed-rate latency (figure 2), BENCH_LAT_DURATION=2 s each:
+#                         a host stall of a few ms sets one run's p99; the median of five
+#                         survives two such runs
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
@@ -67,6 +70,8 @@ WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
 DUR=${BENCH_DURATION:-3}
 HTTP_RUNS=${BENCH_HTTP_RUNS:-5}
 HTTP_DUR=${BENCH_HTTP_DURATION:-2}
+LAT_RUNS=${BENCH_LAT_RUNS:-5}
+LAT_DUR=${BENCH_LAT_DURATION:-2}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
 WS_IDLE_WANT=${BENCH_WS_IDLE:-3000}
@@ -355,13 +360,13 @@ jq -n \
   --arg jupyterlab "$(docker run --rm --entrypoint /opt/nbgate/bin/jupyter "$NOTEBOOK_IMAGE" lab --version 2>/dev/null)" \
   --arg jupyterhub "$JUPYTERHUB_VERSION" --arg dockerspawner "$DOCKERSPAWNER_VERSION" --arg nativeauth "$NATIVEAUTH_VERSION" \
   --argjson runs "$RUNS" --argjson wsruns "$WS_SESSION_RUNS" --argjson dur "$DUR" --argjson conns "$CONNS" --argjson nofile "$NOFILE" \
-  --argjson hruns "$HTTP_RUNS" --argjson hdur "$HTTP_DUR" \
+  --argjson hruns "$HTTP_RUNS" --argjson hdur "$HTTP_DUR" --argjson lruns "$LAT_RUNS" --argjson ldur "$LAT_DUR" \
   '{date:$date, run:$run, host:{cores:$cores, cpu:$cpu, kernel:$kernel, memory:$mem, nofile:$nofile},
     versions:{nbgate:$nbgate, nginx:$nginx, "configurable-http-proxy":$chp, node:$node, wrk:$wrk,
               hyperfine:$hyperfine, docker:$docker, jupyterlab:$jupyterlab, jupyterhub:$jupyterhub,
               dockerspawner:$dockerspawner, "jupyterhub-nativeauthenticator":$nativeauth},
     settings:{runs:$runs, ws_session_runs:$wsruns, duration_s:$dur, http_runs:$hruns, http_duration_s:$hdur,
-              wrk_connections:$conns}}' >"$META"
+              latency_runs:$lruns, latency_duration_s:$ldur, wrk_connections:$conns}}' >"$META"
 
 # ------------------------------------------------------------------ upstreams and peers
 
@@ -634,12 +639,12 @@ fig1() {
 # fig2 UPSTREAM_LABEL PATH RATE — fixed-rate latency for every peer.
 fig2() {
   local label=$1 path=$2 rate=$3 r p j h
-  for r in $(seq "$RUNS"); do
+  for r in $(seq "$LAT_RUNS"); do
     for p in "${PEERS[@]}"; do
       mapfile -t h < <(hdr_args "$p")
       local pid=${P_PID[$p]:-} c0
       c0=$(cpu_ticks "$pid")
-      j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$DUR" --conns "$CONNS" 2>>"$OUT/loadgen.err")
+      j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" --conns "$CONNS" 2>>"$OUT/loadgen.err")
       j=$(add_cpu "$j" "$pid" "$c0")
       [ -n "$j" ] && record 2 "$label" "$p" latency "$j"
       log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"$j") ms at $rate/s"

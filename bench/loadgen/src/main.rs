@@ -5,7 +5,7 @@
 //! * `ws-sessions`  — WebSocket sessions/s (upgrade, one message, close).
 //! * `ws-echo`      — echo latency at a fixed message rate with N connections open.
 //! * `ws-idle`      — RSS of a process before/after N idle WebSocket connections, in rounds.
-//! * `http-rate`    — fixed-rate HTTP load (open loop), latency from the intended send time.
+//! * `http-rate`    — fixed-rate HTTP load (open loop), latency from when each request leaves the schedule.
 //! * `ready`        — (optionally run a command, then) poll `<base>api/kernels` until 200,
 //!   start a kernel and open its WebSocket; times each step.
 //! * `visit`        — nbgate ephemeral login (`GET /` → 302 + cookie) then `ready`, N at once.
@@ -104,7 +104,7 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         settle: f64,
     },
-    /// Fixed-rate HTTP GET load; latency measured from each request's intended start.
+    /// Fixed-rate HTTP GET load; latency from when each request leaves the schedule.
     HttpRate {
         #[arg(long)]
         url: String,
@@ -964,6 +964,12 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
     for i in 0..total {
         let intended = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(intended.into()).await;
+        // tokio's timer wakes on whole milliseconds, so a request leaves up to ~1 ms after
+        // its intended time whatever the peer; timed from intended, that lag is the same
+        // uniform 0–1 ms in every peer's p99 and swamps differences of a few hundred µs.
+        // So latency runs from when the request left the loop; waiting for one of the
+        // `conns` connections still counts (the loop never waits on a response).
+        let sent = Instant::now();
         let (client, uri, headers, sem) = (client.clone(), uri.clone(), headers.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await;
@@ -977,18 +983,23 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
             })
             .await;
             match r {
-                Ok(Ok(s)) if s.is_success() => Ok(intended.elapsed().as_micros() as u64),
+                Ok(Ok(s)) if s.is_success() => {
+                    Ok((sent.elapsed().as_micros() as u64, intended.elapsed().as_micros() as u64))
+                }
                 Ok(Ok(s)) => Err(format!("status {s}")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("timeout".into()),
             }
         }));
     }
-    let mut lat = Vec::with_capacity(tasks.len());
+    let (mut lat, mut from_intended) = (Vec::with_capacity(tasks.len()), Vec::with_capacity(tasks.len()));
     let (mut errors, mut first_error) = (0u64, None);
     for t in tasks {
         match t.await? {
-            Ok(us) => lat.push(us),
+            Ok((us, intended_us)) => {
+                lat.push(us);
+                from_intended.push(intended_us);
+            }
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert(e);
@@ -998,7 +1009,8 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
     let elapsed = start.elapsed().as_secs_f64();
     Ok(json!({
         "rate": rate, "requests": total, "errors": errors, "first_error": first_error,
-        "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat), "conns": conns,
+        "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat),
+        "latency_from_intended": summary(from_intended), "conns": conns,
     }))
 }
 
