@@ -328,10 +328,12 @@ for p in PEERS:
     bpc = dig(idle, "bytes_per_conn")
     opened = dig(idle, "rounds", 0, "opened")
     closed = [dig(rd, "rss_closed_kib") for rd in (dig(idle, "rounds") or [])]
+    held = [dig(rd, "rss_open_kib") for rd in (dig(idle, "rounds") or [])]
     if s is None and e99 is None and idle is None:
         continue
     ws[p] = {"sessions_per_s": s, "errors": se, "echo_p50_ms": e50, "echo_p99_ms": e99, "bytes_per_conn": bpc,
-             "soak_growth_kib": dig(idle, "soak_growth_kib"), "rss_closed_kib": closed}
+             "soak_growth_kib": dig(idle, "soak_growth_kib"), "rss_closed_kib": closed,
+             "open_growth_kib": (held[-1] - held[0]) if len(held) > 1 and None not in held else None}
     fig["rows"].append({"peer": p, **ws[p], "sessions_runs": sruns, "echo_p99_runs": eruns, "idle": idle})
     P(f"| {p} | {fmt(s)} | {se} | {fmt(e50, 2)} | {fmt(e99, 2)} | {fmt(eopen)} | {fmt(bpc)} | {fmt(opened)} | "
       f"{' → '.join(str(c) for c in closed) or '—'} |")
@@ -377,6 +379,10 @@ add_ratio(fig, "idle bytes/conn: nbgate ÷ nginx", r, "≤ 1.5", check(r, "<=", 
 for p in ["nginx", "chp", "nbgate"]:
     if g(p, "soak_growth_kib") is not None:
         add_ratio(fig, f"soak: {p} RSS growth from round 1 to the last, after closing (KiB)", g(p, "soak_growth_kib"), "no growth")
+    # A leak raises the peak too; an allocator that keeps freed pages raises only the
+    # after-closing reading, up to the peak and no further.
+    if g(p, "open_growth_kib") is not None:
+        add_ratio(fig, f"soak: {p} RSS growth from round 1 to the last, connections open (KiB)", g(p, "open_growth_kib"), "no growth")
 ratio_lines(fig)
 
 # ---------------------------------------------------------------- 4
