@@ -3,7 +3,7 @@
 //! * `upstream`     — the fast static upstream baked into `nbgate/bench-static`: any
 //!   path → small JSON, `…/big` → 1 MiB, WebSocket upgrade → echo.
 //! * `ws-sessions`  — WebSocket sessions/s (upgrade, one message, close).
-//! * `ws-echo`      — echo latency at a fixed message rate with N connections open.
+//! * `ws-echo`      — echo latency at a fixed message rate with N connections open (timed as `http-rate`).
 //! * `ws-idle`      — RSS of a process before/after N idle WebSocket connections, in rounds.
 //! * `http-rate`    — fixed-rate HTTP load (open loop), latency from when each request leaves the schedule.
 //! * `ready`        — (optionally run a command, then) poll `<base>api/kernels` until 200,
@@ -837,11 +837,16 @@ async fn ws_echo(
         // Spread the connections' phases evenly over one period.
         let phase = period.mul_f64(i as f64 / open as f64);
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut from_intended) = (Vec::new(), Vec::new());
             let mut intended = start + phase;
             let payload = "x".repeat(64);
             while intended < end {
+                // As in `http_rate`, the timer's whole-millisecond lag is not the peer's; but
+                // when the last echo came back after this send was due, the delay is the
+                // peer's and counts from the intended time (no coordinated omission).
+                let early = Instant::now() < intended;
                 tokio::time::sleep_until(intended.into()).await;
+                let sent = if early { Instant::now() } else { intended };
                 let r = tokio::time::timeout(Duration::from_secs(10), async {
                     ws.send(Message::Text(payload.clone().into())).await?;
                     ws_recv(&mut ws).await
@@ -850,7 +855,8 @@ async fn ws_echo(
                 match r {
                     Ok(Ok(_)) => {
                         if intended >= measure_from {
-                            lat.push(intended.elapsed().as_micros() as u64);
+                            lat.push(sent.elapsed().as_micros() as u64);
+                            from_intended.push(intended.elapsed().as_micros() as u64);
                         }
                     }
                     _ => {
@@ -861,17 +867,20 @@ async fn ws_echo(
                 intended += period;
             }
             ws_close(ws).await;
-            lat
+            (lat, from_intended)
         }));
     }
-    let mut all = Vec::new();
+    let (mut all, mut all_intended) = (Vec::new(), Vec::new());
     for t in tasks {
-        all.extend(t.await?);
+        let (lat, from_intended) = t.await?;
+        all.extend(lat);
+        all_intended.extend(from_intended);
     }
     Ok(json!({
         "open": open, "open_errors": open_errors, "first_open_error": first_open_error, "open_seconds": open_s,
         "rate": rate, "seconds": duration, "errors": errors.load(Ordering::Relaxed),
         "achieved_rate": all.len() as f64 / duration, "echo_latency": summary(all),
+        "echo_latency_from_intended": summary(all_intended),
     }))
 }
 
