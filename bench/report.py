@@ -226,12 +226,14 @@ ratio_lines(fig)
 core_rows = []
 for p in PEERS[:3] + ["relay", "nbgate"]:
     v, _ = m("1", "jupyter", p, "wrk", "rps")
-    busy0 = [dig(x, "core0_busy_s") for x in by.get(("1", "jupyter", p, "wrk"), [])]
-    reqs = [dig(x, "requests") for x in by.get(("1", "jupyter", p, "wrk"), [])]
-    per = med([b / q * 1e6 for b, q in zip(busy0, reqs) if isinstance(b, (int, float)) and q])
-    steal = med([dig(x, "core0_steal_s") for x in by.get(("1", "jupyter", p, "wrk"), [])])
-    busy1 = [dig(x, "core1_busy_s") for x in by.get(("1", "jupyter", p, "wrk"), [])]
-    per1 = med([b / q * 1e6 for b, q in zip(busy1, reqs) if isinstance(b, (int, float)) and q])
+    wrk_runs = by.get(("1", "jupyter", p, "wrk"), [])
+
+    def us_per_request(field):
+        vals = [(dig(x, field), dig(x, "requests")) for x in wrk_runs]
+        return med([b / q * 1e6 for b, q in vals if isinstance(b, (int, float)) and q])
+
+    per, per1 = us_per_request("core0_busy_s"), us_per_request("core1_busy_s")
+    steal = med([dig(x, "core0_steal_s") for x in wrk_runs])
     if v is not None and per is not None:
         core_rows.append((p, v, per, per1, steal))
 if core_rows:

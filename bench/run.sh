@@ -1137,7 +1137,6 @@ phase_logins() {
 
 # ------------------------------------------------------------------ phase C: JupyterHub
 
-
 hub_stop_server() { # USER — stop a user's server, wait for its container to go
   curl -s --max-time 60 -X DELETE -H "Authorization: token $HUB_TOKEN" "$HUB_URL/hub/api/users/$1/server" >/dev/null
   wait_until 30 bash -c "[ -z \"\$(docker ps -aq --filter name=^$RUN_ID-hub-$1\$)\" ]" || docker rm -f "$RUN_ID-hub-$1" >/dev/null 2>&1

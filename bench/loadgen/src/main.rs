@@ -837,7 +837,8 @@ async fn ws_echo(
         // Spread the connections' phases evenly over one period.
         let phase = period.mul_f64(i as f64 / open as f64);
         tasks.push(tokio::spawn(async move {
-            let (mut lat, mut from_intended) = (Vec::new(), Vec::new());
+            // (from the send, from the intended time) per echo, in µs
+            let mut lat = Vec::new();
             let mut intended = start + phase;
             let payload = "x".repeat(64);
             while intended < end {
@@ -855,8 +856,10 @@ async fn ws_echo(
                 match r {
                     Ok(Ok(_)) => {
                         if intended >= measure_from {
-                            lat.push(sent.elapsed().as_micros() as u64);
-                            from_intended.push(intended.elapsed().as_micros() as u64);
+                            lat.push((
+                                sent.elapsed().as_micros() as u64,
+                                intended.elapsed().as_micros() as u64,
+                            ));
                         }
                     }
                     _ => {
@@ -867,15 +870,14 @@ async fn ws_echo(
                 intended += period;
             }
             ws_close(ws).await;
-            (lat, from_intended)
+            lat
         }));
     }
-    let (mut all, mut all_intended) = (Vec::new(), Vec::new());
+    let mut both = Vec::new();
     for t in tasks {
-        let (lat, from_intended) = t.await?;
-        all.extend(lat);
-        all_intended.extend(from_intended);
+        both.extend(t.await?);
     }
+    let (all, all_intended): (Vec<u64>, Vec<u64>) = both.into_iter().unzip();
     Ok(json!({
         "open": open, "open_errors": open_errors, "first_open_error": first_open_error, "open_seconds": open_s,
         "rate": rate, "seconds": duration, "errors": errors.load(Ordering::Relaxed),
@@ -1001,14 +1003,11 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
             }
         }));
     }
-    let (mut lat, mut from_intended) = (Vec::with_capacity(tasks.len()), Vec::with_capacity(tasks.len()));
+    let mut both = Vec::with_capacity(tasks.len());
     let (mut errors, mut first_error) = (0u64, None);
     for t in tasks {
         match t.await? {
-            Ok((us, intended_us)) => {
-                lat.push(us);
-                from_intended.push(intended_us);
-            }
+            Ok(pair) => both.push(pair),
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert(e);
@@ -1016,6 +1015,7 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let (lat, from_intended): (Vec<u64>, Vec<u64>) = both.into_iter().unzip();
     Ok(json!({
         "rate": rate, "requests": total, "errors": errors, "first_error": first_error,
         "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat),
