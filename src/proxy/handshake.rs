@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::framing::{self, Framing, Step};
 use super::prefixed::Prefixed;
 
 /// An answer head longer than this is not a notebook server's.
@@ -79,7 +80,7 @@ pub async fn exchange<B>(mut stream: TcpStream, req: &Request<B>) -> Result<Answ
 
 /// `GET <origin-form> HTTP/1.1`, then the headers as they are: `http` has already
 /// refused any name or value with a CR or LF, so nothing can be injected.
-fn request_head<B>(req: &Request<B>) -> Vec<u8> {
+pub fn request_head<B>(req: &Request<B>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(req.method().as_str().as_bytes());
@@ -123,7 +124,7 @@ pub fn header_map(parsed: &[httparse::Header<'_>]) -> Option<HeaderMap> {
 }
 
 /// Read until `buf` starts with a whole answer head: (status, headers, its length).
-async fn read_head(
+pub async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
 ) -> Result<(StatusCode, HeaderMap, usize), HandshakeError> {
@@ -157,81 +158,53 @@ async fn read_head(
 }
 
 /// A refusal's body, by its framing: none, chunked, a length, or up to the end of
-/// the stream (RFC 9112 §6.3). `buf` holds what came after the head.
+/// the stream. `buf` holds what came after the head.
 async fn read_body(
     stream: &mut TcpStream,
     mut buf: BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<Bytes, HandshakeError> {
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Bytes::new());
-    }
-    if super::has_token(headers, http::header::TRANSFER_ENCODING, "chunked") {
-        return read_chunked(stream, buf).await;
-    }
-    if let Some(length) = headers.get(http::header::CONTENT_LENGTH) {
-        let length: usize = length
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or(HandshakeError::Malformed("content-length"))?;
-        if length > MAX_BODY {
-            return Err(HandshakeError::TooLong(MAX_BODY));
-        }
-        while buf.len() < length {
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+    match framing::framing(false, status, headers)
+        .map_err(|framing::Malformed(what)| HandshakeError::Malformed(what))?
+    {
+        Framing::Empty => Ok(Bytes::new()),
+        Framing::Chunked => read_chunked(stream, buf).await,
+        Framing::Length(length) => {
+            let length = usize::try_from(length)
+                .ok()
+                .filter(|&l| l <= MAX_BODY)
+                .ok_or(HandshakeError::TooLong(MAX_BODY))?;
+            while buf.len() < length {
+                more(stream, &mut buf).await?;
             }
+            buf.truncate(length);
+            Ok(buf.freeze())
         }
-        buf.truncate(length);
-        return Ok(buf.freeze());
-    }
-    loop {
-        if buf.len() > MAX_BODY {
-            return Err(HandshakeError::TooLong(MAX_BODY));
-        }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(buf.freeze());
-        }
+        Framing::UntilClose => loop {
+            if buf.len() > MAX_BODY {
+                return Err(HandshakeError::TooLong(MAX_BODY));
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(buf.freeze());
+            }
+        },
     }
 }
 
-/// Decode a chunked body (RFC 9112 §7.1); trailers are read and dropped.
+/// Decode a chunked body whole, up to `MAX_BODY`.
 async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut) -> Result<Bytes, HandshakeError> {
+    let mut decoder = framing::Decoder::default();
     let mut body = BytesMut::new();
     loop {
-        let (start, size) = loop {
-            match httparse::parse_chunk_size(&buf) {
-                Ok(httparse::Status::Complete(found)) => break found,
-                Ok(httparse::Status::Partial) => more(stream, &mut buf).await?,
-                Err(_) => return Err(HandshakeError::Malformed("chunk size")),
+        match decoder.step(&mut buf).map_err(|framing::Malformed(what)| HandshakeError::Malformed(what))? {
+            Step::Data(data) if body.len() + data.len() > MAX_BODY => {
+                return Err(HandshakeError::TooLong(MAX_BODY))
             }
-        };
-        let size = usize::try_from(size).map_err(|_| HandshakeError::TooLong(MAX_BODY))?;
-        if body.len().saturating_add(size) > MAX_BODY {
-            return Err(HandshakeError::TooLong(MAX_BODY));
+            Step::Data(data) => body.extend_from_slice(&data),
+            Step::More => more(stream, &mut buf).await?,
+            Step::Done => return Ok(body.freeze()),
         }
-        buf.advance(start);
-        if size == 0 {
-            // Trailer lines, then an empty line.
-            loop {
-                match buf.windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => return Ok(body.freeze()),
-                    Some(i) => buf.advance(i + 2),
-                    None if buf.len() > MAX_HEAD => return Err(HandshakeError::TooLong(MAX_HEAD)),
-                    None => more(stream, &mut buf).await?,
-                }
-            }
-        }
-        while buf.len() < size + 2 {
-            more(stream, &mut buf).await?;
-        }
-        if &buf[size..size + 2] != b"\r\n" {
-            return Err(HandshakeError::Malformed("chunk end"));
-        }
-        body.extend_from_slice(&buf[..size]);
-        buf.advance(size + 2);
     }
 }
 

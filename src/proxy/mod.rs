@@ -3,6 +3,7 @@
 //! refuse a request runs before any upstream connection is made.
 
 pub mod first;
+mod framing;
 mod handshake;
 mod prefixed;
 pub mod routes;
@@ -238,7 +239,7 @@ async fn switch_upstream(
 }
 
 /// A request body announced by its framing (a WebSocket's GET has none).
-fn has_body(headers: &HeaderMap) -> bool {
+pub fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get(header::CONTENT_LENGTH)
@@ -380,7 +381,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether a comma-separated header (any of its lines) lists `token`, in any case.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
