@@ -48,6 +48,12 @@ pub enum HandshakeError {
     Timeout(Duration),
 }
 
+impl From<framing::Malformed> for HandshakeError {
+    fn from(framing::Malformed(what): framing::Malformed) -> Self {
+        HandshakeError::Malformed(what)
+    }
+}
+
 /// Write `req`'s head (it has no body) on `stream` and read the answer.
 pub async fn exchange<B>(mut stream: TcpStream, req: &Request<B>) -> Result<Answer, HandshakeError> {
     stream.write_all(&request_head(req)).await?;
@@ -165,9 +171,7 @@ async fn read_body(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<Bytes, HandshakeError> {
-    match framing::framing(false, status, headers)
-        .map_err(|framing::Malformed(what)| HandshakeError::Malformed(what))?
-    {
+    match framing::framing(false, status, headers)? {
         Framing::Empty => Ok(Bytes::new()),
         Framing::Chunked => read_chunked(stream, buf).await,
         Framing::Length(length) => {
@@ -197,7 +201,7 @@ async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut) -> Result<Bytes
     let mut decoder = framing::Decoder::default();
     let mut body = BytesMut::new();
     loop {
-        match decoder.step(&mut buf).map_err(|framing::Malformed(what)| HandshakeError::Malformed(what))? {
+        match decoder.step(&mut buf)? {
             Step::Data(data) if body.len() + data.len() > MAX_BODY => {
                 return Err(HandshakeError::TooLong(MAX_BODY))
             }
