@@ -239,7 +239,7 @@ async fn switch_upstream(
 }
 
 /// A request body announced by its framing (a WebSocket's GET has none).
-pub fn has_body(headers: &HeaderMap) -> bool {
+fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get(header::CONTENT_LENGTH)
@@ -381,7 +381,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether a comma-separated header (any of its lines) lists `token`, in any case.
-pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

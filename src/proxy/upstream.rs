@@ -28,6 +28,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -101,7 +102,7 @@ where
     pub async fn send(&self, addr: SocketAddr, req: Request<B>) -> Result<Response<Answer>, UpstreamError> {
         let req = with_host(req, addr);
         if super::has_body(req.headers()) {
-            return Ok(self.send_hyper(addr, req).await?.map(Answer::Hyper));
+            return Ok(self.send_hyper(addr, req).await?.map(Either::Right));
         }
         let head = handshake::request_head(&req);
         let head_request = req.method() == Method::HEAD;
@@ -175,7 +176,7 @@ where
             && !super::has_token(&headers, header::CONNECTION, "close")
             && !matches!(framing, Framing::UntilClose);
         let home = reusable.then(|| (self.plain.clone(), addr));
-        let mut resp = Response::new(Answer::Plain(Plain::new(stream, buf, framing, home)));
+        let mut resp = Response::new(Either::Left(Plain::new(stream, buf, framing, home)));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         Ok(resp)
@@ -381,39 +382,7 @@ impl Body for Plain {
 }
 
 /// An answer's body: read plainly, or by hyper's client.
-pub enum Answer {
-    Plain(Plain),
-    Hyper(Incoming),
-}
-
-impl Body for Answer {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Answer::Plain(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Answer::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Answer::Plain(body) => body.is_end_stream(),
-            Answer::Hyper(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Answer::Plain(body) => body.size_hint(),
-            Answer::Hyper(body) => body.size_hint(),
-        }
-    }
-}
+pub type Answer = Either<Plain, Incoming>;
 
 /// Send a WebSocket upgrade (a head without a body) on a connection of its own,
 /// in plain bytes (see `handshake`).
