@@ -15,9 +15,9 @@
 #   BENCH_HTTP_RUNS=5     runs of HTTP throughput (figure 1), BENCH_HTTP_DURATION=2 s each: five
 #                         short runs, not three long ones, for a median that one noisy run
 #                         (a co-tenant on the host) does not move
-#   BENCH_LAT_RUNS=5      runs of fixed-rate latency (figure 2), BENCH_LAT_DURATION=2 s each:
-#                         a host stall of a few ms sets one run's p99; the median of five
-#                         survives two such runs
+#   BENCH_LAT_RUNS=10     rounds of fixed-rate latency (figure 2), BENCH_LAT_DURATION=1 s each,
+#                         peers rotated: the host's stalls of several ms land on every peer
+#                         alike, and the report pools each peer's rounds into one p99
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
@@ -70,8 +70,8 @@ WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
 DUR=${BENCH_DURATION:-3}
 HTTP_RUNS=${BENCH_HTTP_RUNS:-5}
 HTTP_DUR=${BENCH_HTTP_DURATION:-2}
-LAT_RUNS=${BENCH_LAT_RUNS:-5}
-LAT_DUR=${BENCH_LAT_DURATION:-2}
+LAT_RUNS=${BENCH_LAT_RUNS:-10}
+LAT_DUR=${BENCH_LAT_DURATION:-1}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
 WS_IDLE_WANT=${BENCH_WS_IDLE:-3000}
@@ -616,17 +616,27 @@ wrk_json() {
     | sed -n 's/^WRKJSON //p' | tail -1
 }
 
-# fig1 UPSTREAM_LABEL PATH — wrk throughput for every peer, RUNS runs interleaved.
+# rotated ROUND PEER… → the peers starting at the ROUND-th (1-based, wrapping): each round
+# starts with another peer, so none is always measured right after the same neighbour.
+# The host's speed drifts between rounds more than within one, so the report pairs
+# peers by round (a ratio per round, then the median).
+rotated() {
+  local r=$1; shift
+  local k=$(( (r - 1) % $# ))
+  printf '%s\n' "${@:k+1}" "${@:1:k}"
+}
+
+# fig1 UPSTREAM_LABEL PATH — wrk throughput for every peer, RUNS rounds interleaved.
 fig1() {
   local label=$1 path=$2 r p j
   for p in "${PEERS[@]}"; do wrk_json "${P_BASE[$p]}$path" 1 "$p" >/dev/null; done   # warm-up
   for r in $(seq "$HTTP_RUNS"); do
-    for p in "${PEERS[@]}"; do
+    for p in $(rotated "$r" "${PEERS[@]}"); do
       local pid=${P_PID[$p]:-} c0 k0 k1
       c0=$(cpu_ticks "$pid"); k0=$(core_ticks 0); k1=$(core_ticks 1)
       j=$(wrk_json "${P_BASE[$p]}$path" "$HTTP_DUR" "$p")
       if [ -z "$j" ]; then note 1 "$label/$p run $r: wrk printed no result"; continue; fi
-      j=$(add_cpu "$j" "$pid" "$c0")
+      j=$(add_cpu "$(jq -c --argjson r "$r" '. + {round: $r}' <<<"$j")" "$pid" "$c0")
       [ "$CORES" -lt 2 ] || j=$(add_core "$(add_core "$j" 0 "$k0")" 1 "$k1")
       record 1 "$label" "$p" wrk "$j"
       local errs; errs=$(jq '.errors_connect+.errors_read+.errors_write+.errors_status+.errors_timeout' <<<"$j")
@@ -639,13 +649,15 @@ fig1() {
 # fig2 UPSTREAM_LABEL PATH RATE — fixed-rate latency for every peer.
 fig2() {
   local label=$1 path=$2 rate=$3 r p j h
+  mkdir -p "$OUT/latency"
   for r in $(seq "$LAT_RUNS"); do
-    for p in "${PEERS[@]}"; do
+    for p in $(rotated "$r" "${PEERS[@]}"); do
       mapfile -t h < <(hdr_args "$p")
-      local pid=${P_PID[$p]:-} c0
+      local pid=${P_PID[$p]:-} c0 raw=latency/$label-$p-$r.txt
       c0=$(cpu_ticks "$pid")
-      j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" --conns "$CONNS" 2>>"$OUT/loadgen.err")
-      j=$(add_cpu "$j" "$pid" "$c0")
+      j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" \
+          --conns "$CONNS" --raw "$OUT/$raw" 2>>"$OUT/loadgen.err")
+      [ -z "$j" ] || j=$(add_cpu "$(jq -c --argjson r "$r" --arg raw "$raw" '. + {round: $r, raw: $raw}' <<<"$j")" "$pid" "$c0")
       [ -n "$j" ] && record 2 "$label" "$p" latency "$j"
       log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"$j") ms at $rate/s"
     done
@@ -658,12 +670,12 @@ fig3() {
   local label=$1 r p j h
   local peers_ws=("${PEERS[@]}")
   for r in $(seq "$WS_SESSION_RUNS"); do
-    for p in "${peers_ws[@]}"; do
+    for p in $(rotated "$r" "${peers_ws[@]}"); do
       mapfile -t h < <(hdr_args "$p")
       local pid=${P_PID[$p]:-} c0
       c0=$(cpu_ticks "$pid")
       j=$($PIN_LOAD "$LOADGEN" ws-sessions --url "$(ws_base "$p")ws" "${h[@]}" --concurrency 32 --duration "$DUR" 2>>"$OUT/loadgen.err")
-      j=$(add_cpu "$j" "$pid" "$c0")
+      [ -z "$j" ] || j=$(add_cpu "$(jq -c --argjson r "$r" '. + {round: $r}' <<<"$j")" "$pid" "$c0")
       [ -n "$j" ] && record 3 "$label" "$p" ws_sessions "$j"
       log "fig3 sessions $p run $r: $(jq -r '.sessions_per_s' <<<"$j")/s, errors $(jq -r '.errors' <<<"$j")"
     done

@@ -116,6 +116,10 @@ enum Cmd {
         duration: f64,
         #[arg(long, default_value_t = 64)]
         conns: usize,
+        /// Also write every answered request's latency (µs, from leaving the schedule), one
+        /// per line, to this file: the report pools a peer's runs into one distribution.
+        #[arg(long)]
+        raw: Option<std::path::PathBuf>,
     },
     /// Optionally run --exec (timed), then wait until <base>api/kernels answers 200,
     /// then (with --kernel) start a kernel and open its channels WebSocket.
@@ -282,8 +286,8 @@ async fn run(cmd: Cmd) -> Result<Value> {
         Cmd::WsIdle { url, common, conns, pids, rounds, settle } => {
             ws_idle(&url, &parse_headers(&common.headers)?, conns, &pids, rounds, settle).await
         }
-        Cmd::HttpRate { url, common, rate, duration, conns } => {
-            http_rate(&url, &parse_headers(&common.headers)?, rate, duration, conns).await
+        Cmd::HttpRate { url, common, rate, duration, conns, raw } => {
+            http_rate(&url, &parse_headers(&common.headers)?, rate, duration, conns, raw.as_deref()).await
         }
         Cmd::Ready { base, common, exec, kernel, timeout } => {
             let t0 = Instant::now();
@@ -960,7 +964,14 @@ fn http_client(max_idle: usize) -> HttpClient {
     Client::builder(TokioExecutor::new()).pool_max_idle_per_host(max_idle).build(conn)
 }
 
-async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, conns: usize) -> Result<Value> {
+async fn http_rate(
+    url: &str,
+    headers: &HeaderMap,
+    rate: f64,
+    duration: f64,
+    conns: usize,
+    raw: Option<&std::path::Path>,
+) -> Result<Value> {
     let client = http_client(conns);
     let uri: http::Uri = url.parse()?;
     // Warm the connection pool a little (not measured).
@@ -1016,6 +1027,10 @@ async fn http_rate(url: &str, headers: &HeaderMap, rate: f64, duration: f64, con
     }
     let elapsed = start.elapsed().as_secs_f64();
     let (lat, from_intended): (Vec<u64>, Vec<u64>) = both.into_iter().unzip();
+    if let Some(path) = raw {
+        let lines: String = lat.iter().map(|us| format!("{us}\n")).collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(json!({
         "rate": rate, "requests": total, "errors": errors, "first_error": first_error,
         "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat),
