@@ -626,6 +626,9 @@ rotated() {
   printf '%s\n' "${@:k+1}" "${@:1:k}"
 }
 
+# in_round JSON ROUND [RAW] — the run's JSON with its round (and the file of its raw latencies)
+in_round() { jq -c --argjson r "$2" --arg raw "${3:-}" '. + {round: $r} + (if $raw == "" then {} else {raw: $raw} end)' <<<"$1"; }
+
 # fig1 UPSTREAM_LABEL PATH — wrk throughput for every peer, RUNS rounds interleaved.
 fig1() {
   local label=$1 path=$2 r p j
@@ -636,7 +639,7 @@ fig1() {
       c0=$(cpu_ticks "$pid"); k0=$(core_ticks 0); k1=$(core_ticks 1)
       j=$(wrk_json "${P_BASE[$p]}$path" "$HTTP_DUR" "$p")
       if [ -z "$j" ]; then note 1 "$label/$p run $r: wrk printed no result"; continue; fi
-      j=$(add_cpu "$(jq -c --argjson r "$r" '. + {round: $r}' <<<"$j")" "$pid" "$c0")
+      j=$(add_cpu "$(in_round "$j" "$r")" "$pid" "$c0")
       [ "$CORES" -lt 2 ] || j=$(add_core "$(add_core "$j" 0 "$k0")" 1 "$k1")
       record 1 "$label" "$p" wrk "$j"
       local errs; errs=$(jq '.errors_connect+.errors_read+.errors_write+.errors_status+.errors_timeout' <<<"$j")
@@ -657,7 +660,7 @@ fig2() {
       c0=$(cpu_ticks "$pid")
       j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" \
           --conns "$CONNS" --raw "$OUT/$raw" 2>>"$OUT/loadgen.err")
-      [ -z "$j" ] || j=$(add_cpu "$(jq -c --argjson r "$r" --arg raw "$raw" '. + {round: $r, raw: $raw}' <<<"$j")" "$pid" "$c0")
+      [ -z "$j" ] || j=$(add_cpu "$(in_round "$j" "$r" "$raw")" "$pid" "$c0")
       [ -n "$j" ] && record 2 "$label" "$p" latency "$j"
       log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"$j") ms at $rate/s"
     done
@@ -675,7 +678,7 @@ fig3() {
       local pid=${P_PID[$p]:-} c0
       c0=$(cpu_ticks "$pid")
       j=$($PIN_LOAD "$LOADGEN" ws-sessions --url "$(ws_base "$p")ws" "${h[@]}" --concurrency 32 --duration "$DUR" 2>>"$OUT/loadgen.err")
-      [ -z "$j" ] || j=$(add_cpu "$(jq -c --argjson r "$r" '. + {round: $r}' <<<"$j")" "$pid" "$c0")
+      [ -z "$j" ] || j=$(add_cpu "$(in_round "$j" "$r")" "$pid" "$c0")
       [ -n "$j" ] && record 3 "$label" "$p" ws_sessions "$j"
       log "fig3 sessions $p run $r: $(jq -r '.sessions_per_s' <<<"$j")/s, errors $(jq -r '.errors' <<<"$j")"
     done
