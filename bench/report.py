@@ -6,7 +6,8 @@ Usage: report.py OUT_DIR REPORT_MD REPORT_JSON
 Inputs: results.jsonl (one measurement a line: figure, upstream, peer, metric, value),
 notes.jsonl (figure, text) and meta.json (date, host, versions, settings).
 Every figure is the median of the runs; ratios are of medians measured in this run, except
-where peers are paired by round (figure 1) or their runs pooled (figure 2).
+where peers are paired by round (figure 1, figure 3's sessions) or their runs pooled
+(figure 2).
 """
 import json
 import math
@@ -275,8 +276,7 @@ add_ratio(fig, name, r, "≥ 0.9", check(r, ">=", 0.9))
 relay, _ = m("1", "jupyter", "relay", "wrk", "rps")
 if relay is not None:
     name, r = r1("jupyter", "relay", "direct")
-    add_ratio(fig, name.replace("TCP relay", "TCP relay (haproxy, parses nothing)", 1)
-              + " — the most any proxy reaches here", r)
+    add_ratio(fig, name.replace("TCP relay", "TCP relay (haproxy, parses nothing)", 1), r)
     add_ratio(fig, *r1("jupyter", "nbgate", "relay"))
 ratio_lines(fig)
 
