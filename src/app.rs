@@ -271,7 +271,14 @@ impl Connection {
             _ = self.stop.wait_for(|s| *s) => return,
         };
         match first {
-            First::Http(stream) => self.serve_http(TokioIo::new(stream)).await,
+            First::Http { buf, stream } => {
+                let browser = Arc::new(crate::proxy::Browser::new(self.peer));
+                let app = self.app.clone();
+                let rest = crate::proxy::express::serve(&app, &browser, stream, buf, &mut self.stop).await;
+                if let Some(rest) = rest {
+                    self.serve_http(TokioIo::new(rest), browser).await;
+                }
+            }
             First::Tunnel(tunnel) => {
                 drop(permit);
                 // A task of its own, about 1 KB: this one's future is 2–4 KB, and an
@@ -282,12 +289,11 @@ impl Connection {
         }
     }
 
-    async fn serve_http<I>(self, io: I)
+    async fn serve_http<I>(self, io: I, browser: Arc<crate::proxy::Browser>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let Connection { app, router, peer, builder, mut stop } = self;
-        let browser = Arc::new(crate::proxy::Browser::new(peer));
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (app, router, browser) = (app.clone(), router.clone(), browser.clone());
             async move {

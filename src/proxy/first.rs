@@ -1,7 +1,7 @@
 //! A connection's first request, read before hyper sees the connection. A
 //! WebSocket upgrade that the proxy forwards is forwarded here in plain bytes
-//! and the connection becomes the tunnel; anything else goes to hyper along
-//! with the bytes already read.
+//! and the connection becomes the tunnel; anything else goes on to `express`
+//! (and from there to hyper) along with the bytes already read.
 //!
 //! Why: browsers open a new connection for every WebSocket, so an upgrade is
 //! nearly always a first request. Through hyper each one cost a connection
@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use axum::response::Response;
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http::header::CONNECTION;
+use http::{HeaderValue, Method, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +36,9 @@ const FIRST_READ: usize = 4096;
 
 /// What became of a connection's first request.
 pub enum First<S> {
-    /// Not a WebSocket forwarded here: hyper serves the connection, and reads
-    /// what was read so far first.
-    Http(Prefixed<S>),
+    /// Not a WebSocket forwarded here: HTTP, served by `express` or hyper;
+    /// `buf` holds what was read so far.
+    Http { buf: BytesMut, stream: S },
     /// Switched at both ends: the tunnel is ready to run.
     Tunnel(Tunnel<S>),
     /// Nothing more to do: the client left, was too slow, or was answered.
@@ -81,7 +80,7 @@ where
         _ => None,
     });
     let Some((req, route, closed)) = admitted else {
-        return First::Http(Prefixed::new(buf.freeze(), stream));
+        return First::Http { buf, stream };
     };
     let (parts, ()) = req.into_parts();
     match switch_upstream(app, &forwarded_for(peer), parts, &route).await {
@@ -118,36 +117,25 @@ fn upgrade_request(buf: &[u8]) -> Option<Request<()>> {
     {
         return None;
     }
-    let mut req = Request::new(());
-    *req.uri_mut() = path.parse::<Uri>().ok()?;
-    *req.headers_mut() = handshake::header_map(parsed.headers)?;
-    Some(req)
+    handshake::bodiless_request(Method::GET, path, parsed.headers)
 }
 
 /// Write a refusal whole, then close: the browser's connection was to become
 /// a WebSocket, so it is not kept for more requests.
-async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, resp: Response) {
-    let (mut parts, body) = resp.into_parts();
-    let body = match body.collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            tracing::debug!(error = %e, "a refusal's body could not be read");
-            return;
+async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, mut resp: Response) {
+    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    match super::express::write_answer(stream, resp, false, &mut Vec::new()).await {
+        Ok(()) => {
+            let _ = stream.shutdown().await;
         }
-    };
-    parts.headers.remove(TRANSFER_ENCODING);
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    let mut out = handshake::response_head(parts.status, &parts.headers);
-    out.extend_from_slice(&body);
-    if stream.write_all(&out).await.is_ok() {
-        let _ = stream.shutdown().await;
+        Err(e) => tracing::debug!(error = %e, "a refusal was not written whole"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::TRANSFER_ENCODING;
 
     const UPGRADE: &[u8] = b"GET /user/abc/api/kernels/k/channels?session_id=1 HTTP/1.1\r\n\
         Host: 127.0.0.1:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -13,7 +13,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -100,13 +100,18 @@ pub fn request_head<B>(req: &Request<B>) -> Vec<u8> {
 /// `HTTP/1.1 <status>`, then the headers as they are (see `request_head`).
 pub fn response_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
+    append_response_head(&mut head, status, headers);
+    head
+}
+
+/// `response_head`, appended to `head`.
+pub fn append_response_head(head: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    write_headers(&mut head, headers);
-    head
+    write_headers(head, headers);
 }
 
 fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
@@ -119,9 +124,25 @@ fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
     head.extend_from_slice(b"\r\n");
 }
 
+/// A request without a body from httparse's pieces, checked by `http`'s rules;
+/// None if the path or a header breaks them.
+pub fn bodiless_request(method: Method, path: &str, headers: &[httparse::Header<'_>]) -> Option<Request<()>> {
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse::<Uri>().ok()?;
+    *req.headers_mut() = header_map(headers)?;
+    Some(req)
+}
+
+/// Headers the proxy may add to a message it relays (`Authorization`, three
+/// `X-Forwarded-*`, `Content-Length`, `Date`, …).
+pub const ROOM: usize = 6;
+
 /// Headers parsed by httparse, checked by `http`'s rules; None if one breaks them.
 pub fn header_map(parsed: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(parsed.len());
+    // With room: a full map grows (rehashes) on the proxy's first insert, which
+    // was ~8 % of the proxy's instructions per request (callgrind).
+    let mut headers = HeaderMap::with_capacity(parsed.len() + ROOM);
     for h in parsed {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);

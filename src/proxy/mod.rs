@@ -2,6 +2,7 @@
 //! streamed bodies, or a WebSocket spliced byte for byte. Everything that can
 //! refuse a request runs before any upstream connection is made.
 
+pub mod express;
 pub mod first;
 mod framing;
 mod handshake;
@@ -138,28 +139,52 @@ pub async fn handle(app: &App, browser: &Browser, req: Request<Incoming>) -> Res
     if upgrade {
         return websocket(app, browser, req, route, closed).await;
     }
-    let resp = forward(app, browser, req, &route).await;
+    let (parts, body) = req.into_parts();
+    relay(app, browser, parts, Some(body), &route, lab_page).await
+}
+
+/// Forward an admitted request (`body` None: it has none) and give back the
+/// answer, with HTML pages and redirects scrubbed (`rewrite_page`). hyper's
+/// requests and `express`'s both come here.
+async fn relay(
+    app: &App,
+    browser: &Browser,
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+    route: &Route,
+    lab_page: bool,
+) -> Response {
+    let resp = forward(app, browser, parts, body, route).await;
     let is_html = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if is_html || resp.headers().contains_key(header::LOCATION) {
-        rewrite_page(resp, &route, lab_page).await
+        rewrite_page(resp, route, lab_page).await
     } else {
         resp
     }
 }
 
 /// Forward one HTTP request, streaming both bodies.
-async fn forward(app: &App, browser: &Browser, req: Request<Incoming>, route: &Route) -> Response {
-    let (mut parts, body) = req.into_parts();
+async fn forward(
+    app: &App,
+    browser: &Browser,
+    mut parts: http::request::Parts,
+    body: Option<Incoming>,
+    route: &Route,
+) -> Response {
     let Some(uri) = upstream_uri(&parts.uri) else {
         return (StatusCode::BAD_REQUEST, "400 Bad Request\n").into_response();
     };
     parts.uri = uri;
     prepare_upstream_headers(&mut parts.headers, route, &browser.forwarded_for, app.config.tls(), false);
-    match browser.upstream.send(route.upstream, Request::from_parts(parts, body)).await {
+    let sent = match body {
+        Some(body) => browser.upstream.send(route.upstream, Request::from_parts(parts, body)).await,
+        None => browser.upstream.send_plain(route.upstream, Request::from_parts(parts, ())).await,
+    };
+    match sent {
         Ok(resp) => {
             app.metrics.proxied_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (mut parts, body) = resp.into_parts();
@@ -327,6 +352,8 @@ fn prepare_upstream_headers(
     tls: bool,
     upgrade: bool,
 ) {
+    // One growth at most (hyper's maps come without room; see `handshake::ROOM`).
+    headers.reserve(handshake::ROOM);
     let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
     if upgrade {

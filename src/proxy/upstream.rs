@@ -1,15 +1,16 @@
 //! Connections to notebook servers, held by the browser connection they serve.
 //!
-//! HTTP/1 carries one request at a time and hyper reads a connection's next
-//! request only after the last response went out whole, so a browser connection
-//! never needs more than one upstream connection for its requests. Keeping that
-//! one with the browser connection skips a shared pool's lock and map lookup.
+//! HTTP/1 carries one request at a time and the gateway (`express`, or hyper's
+//! server) reads a connection's next request only after the last response went
+//! out whole, so a browser connection never needs more than one upstream
+//! connection for its requests. Keeping that one with the browser connection
+//! skips a shared pool's lock and map lookup.
 //!
 //! A request without a body (nearly all of JupyterLab's: GETs of contents,
 //! kernelspecs, status, static files) is spoken in plain bytes on the browser
 //! connection's own task: the head written in one write, the answer's head
-//! parsed with httparse, its body read straight off the socket as hyper writes
-//! it to the browser. hyper's client costs a connection task, a request channel,
+//! parsed with httparse, its body read straight off the socket as it is
+//! written to the browser. hyper's client costs a connection task, a request channel,
 //! a response oneshot and a body channel per request, and two task wake-ups per
 //! answer instead of one; on this, the gateway's hottest path (bench figure 1),
 //! that was most of nbgate's CPU above nginx's. A request with a body (a save, a
@@ -100,10 +101,19 @@ where
     /// Send `req` (origin-form URI) to `addr` on a kept connection, or on a new
     /// one if there is none, it goes elsewhere, or it has closed.
     pub async fn send(&self, addr: SocketAddr, req: Request<B>) -> Result<Response<Answer>, UpstreamError> {
-        let req = with_host(req, addr);
         if super::has_body(req.headers()) {
-            return Ok(self.send_hyper(addr, req).await?.map(Either::Right));
+            return Ok(self.send_hyper(addr, with_host(req, addr)).await?.map(Either::Right));
         }
+        self.send_plain(addr, req.map(drop)).await
+    }
+
+    /// Send `req`, which has no body, in plain bytes (see the module's comment).
+    pub async fn send_plain(
+        &self,
+        addr: SocketAddr,
+        req: Request<()>,
+    ) -> Result<Response<Answer>, UpstreamError> {
+        let req = with_host(req, addr);
         let head = handshake::request_head(&req);
         let head_request = req.method() == Method::HEAD;
         // Sent again on a fresh connection if a kept one turns out closed: only
