@@ -273,8 +273,8 @@ impl Connection {
         match first {
             First::Http { buf, stream } => {
                 let browser = Arc::new(crate::proxy::Browser::new(self.peer));
-                let app = self.app.clone();
-                let rest = crate::proxy::express::serve(&app, &browser, stream, buf, &mut self.stop).await;
+                let rest =
+                    crate::proxy::express::serve(&self.app, &browser, stream, buf, &mut self.stop).await;
                 if let Some(rest) = rest {
                     self.serve_http(TokioIo::new(rest), browser).await;
                 }

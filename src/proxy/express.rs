@@ -201,7 +201,7 @@ where
         headers.insert(header::DATE, http_date());
     }
     out.clear();
-    handshake::append_response_head(out, status, headers);
+    handshake::response_head(out, status, headers);
     // Frames that are ready are gathered and written together (one `writev`),
     // as hyper's server did: writing each one as it came took 10 system calls
     // per 1 MiB answer instead of 6, and 12 % more system time.

@@ -85,7 +85,8 @@ where
     let (parts, ()) = req.into_parts();
     match switch_upstream(app, &forwarded_for(peer), parts, &route).await {
         Ok((headers, upstream)) => {
-            let head = handshake::response_head(StatusCode::SWITCHING_PROTOCOLS, &headers);
+            let mut head = Vec::with_capacity(256);
+            handshake::response_head(&mut head, StatusCode::SWITCHING_PROTOCOLS, &headers);
             if let Err(e) = stream.write_all(&head).await {
                 tracing::debug!(error = %e, "the browser left before its 101");
                 return First::Done;

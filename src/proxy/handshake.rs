@@ -97,15 +97,9 @@ pub fn request_head<B>(req: &Request<B>) -> Vec<u8> {
     head
 }
 
-/// `HTTP/1.1 <status>`, then the headers as they are (see `request_head`).
-pub fn response_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256);
-    append_response_head(&mut head, status, headers);
-    head
-}
-
-/// `response_head`, appended to `head`.
-pub fn append_response_head(head: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+/// `HTTP/1.1 <status>`, then the headers as they are (see `request_head`),
+/// appended to `head`.
+pub fn response_head(head: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');

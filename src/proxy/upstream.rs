@@ -10,14 +10,14 @@
 //! kernelspecs, status, static files) is spoken in plain bytes on the browser
 //! connection's own task: the head written in one write, the answer's head
 //! parsed with httparse, its body read straight off the socket as it is
-//! written to the browser. hyper's client costs a connection task, a request channel,
-//! a response oneshot and a body channel per request, and two task wake-ups per
-//! answer instead of one; on this, the gateway's hottest path (bench figure 1),
-//! that was most of nbgate's CPU above nginx's. A request with a body (a save, a
-//! new session) goes through hyper's client, which streams it, answers an
-//! `Expect: 100-continue` and copes with an answer that arrives before the body
-//! is sent. WebSocket upgrades take a connection of their own, since the upgrade
-//! consumes it (`handshake`).
+//! written to the browser. hyper's client costs a connection task, a request
+//! channel, a response oneshot and a body channel per request, and two task
+//! wake-ups per answer instead of one; on this, the gateway's hottest path
+//! (bench figure 1), that was most of nbgate's CPU above nginx's. A request with
+//! a body (a save, a new session) goes through hyper's client, which streams it,
+//! answers an `Expect: 100-continue` and copes with an answer that arrives
+//! before the body is sent. WebSocket upgrades take a connection of their own,
+//! since the upgrade consumes it (`handshake`).
 
 use std::io;
 use std::net::SocketAddr;
