@@ -15,9 +15,11 @@
 #   BENCH_HTTP_RUNS=5     runs of HTTP throughput (figure 1), BENCH_HTTP_DURATION=2 s each: five
 #                         short runs, not three long ones, for a median that one noisy run
 #                         (a co-tenant on the host) does not move
-#   BENCH_LAT_RUNS=10     rounds of fixed-rate latency (figure 2), BENCH_LAT_DURATION=1 s each,
+#   BENCH_LAT_RUNS=30     rounds of fixed-rate latency (figure 2), BENCH_LAT_DURATION=1 s each,
 #                         peers rotated: the host's stalls of several ms land on every peer
-#                         alike, and the report pools each peer's rounds into one p99
+#                         alike, and the report pools each peer's rounds into one p99. Thirty,
+#                         not ten: p99 sits where those stalls begin, and with ~10k requests
+#                         a peer the count of stalled ones decided it (bench/README.md)
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
@@ -70,7 +72,7 @@ WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
 DUR=${BENCH_DURATION:-3}
 HTTP_RUNS=${BENCH_HTTP_RUNS:-5}
 HTTP_DUR=${BENCH_HTTP_DURATION:-2}
-LAT_RUNS=${BENCH_LAT_RUNS:-10}
+LAT_RUNS=${BENCH_LAT_RUNS:-30}
 LAT_DUR=${BENCH_LAT_DURATION:-1}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
