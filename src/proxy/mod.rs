@@ -181,8 +181,12 @@ async fn forward(
     parts.uri = uri;
     prepare_upstream_headers(&mut parts.headers, route, &browser.forwarded_for, app.config.tls(), false);
     let sent = match body {
-        Some(body) => browser.upstream.send(route.upstream, Request::from_parts(parts, body)).await,
-        None => browser.upstream.send_plain(route.upstream, Request::from_parts(parts, ())).await,
+        Some(body) => {
+            browser.upstream.send(route.upstream, &route.spares, Request::from_parts(parts, body)).await
+        }
+        None => {
+            browser.upstream.send_plain(route.upstream, &route.spares, Request::from_parts(parts, ())).await
+        }
     };
     match sent {
         Ok(resp) => {

@@ -40,6 +40,9 @@ pub struct Route {
     /// Something the user should be told inside JupyterLab (a kernel killed
     /// for memory, …).
     notice: std::sync::Mutex<Option<String>>,
+    /// Idle connections to the notebook server that ended browser connections
+    /// left for the next ones.
+    pub spares: super::upstream::Spares,
 }
 
 impl Route {
@@ -64,6 +67,7 @@ impl Route {
             owners: RwLock::new(Vec::new()),
             last_activity: AtomicU64::new(now_millis()),
             notice: std::sync::Mutex::new(None),
+            spares: Default::default(),
         }
     }
 
