@@ -62,6 +62,7 @@ test: images ## Unit and integration tests (real Docker, real JupyterLab)
 	else \
 	  $(CARGO) test --no-fail-fast; \
 	fi
+	cd bench/loadgen && CARGO_TARGET_DIR=target $(CARGO) test --release
 
 lint: ## rustfmt check and clippy with -D warnings (nbgate and the bench's load generator)
 	$(CARGO) fmt --all -- --check

@@ -15,11 +15,10 @@
 #   BENCH_HTTP_RUNS=5     runs of HTTP throughput (figure 1), BENCH_HTTP_DURATION=2 s each: five
 #                         short runs, not three long ones, for a median that one noisy run
 #                         (a co-tenant on the host) does not move
-#   BENCH_LAT_RUNS=30     rounds of fixed-rate latency (figure 2), BENCH_LAT_DURATION=1 s each,
-#                         peers rotated: the host's stalls of several ms land on every peer
-#                         alike, and the report pools each peer's rounds into one p99. Thirty,
-#                         not ten: p99 sits where those stalls begin, and with ~10k requests
-#                         a peer the count of stalled ones decided it (bench/README.md)
+#   BENCH_LAT_RUNS=10     rounds of fixed-rate latency (figure 2), BENCH_LAT_DURATION=3 s a peer
+#                         each, the peers (CHP apart) taking 200 ms turns within a round: the
+#                         host's stalls of several ms land on every peer alike, and the report
+#                         pools each peer's rounds into one p99 (bench/README.md)
 #   BENCH_CONNS=64        wrk connections
 #   BENCH_WS_OPEN=1000    open WebSockets for the echo-latency figure
 #   BENCH_WS_IDLE=3000    idle WebSockets for bytes/connection, 3 rounds per peer (10000 for
@@ -72,8 +71,8 @@ WS_SESSION_RUNS=${BENCH_WS_SESSION_RUNS:-5}
 DUR=${BENCH_DURATION:-3}
 HTTP_RUNS=${BENCH_HTTP_RUNS:-5}
 HTTP_DUR=${BENCH_HTTP_DURATION:-2}
-LAT_RUNS=${BENCH_LAT_RUNS:-30}
-LAT_DUR=${BENCH_LAT_DURATION:-1}
+LAT_RUNS=${BENCH_LAT_RUNS:-10}
+LAT_DUR=${BENCH_LAT_DURATION:-3}
 CONNS=${BENCH_CONNS:-64}
 WS_OPEN=${BENCH_WS_OPEN:-1000}
 WS_IDLE_WANT=${BENCH_WS_IDLE:-3000}
@@ -651,20 +650,44 @@ fig1() {
   done
 }
 
-# fig2 UPSTREAM_LABEL PATH RATE — fixed-rate latency for every peer.
+# fig2 UPSTREAM_LABEL PATH RATE — fixed-rate latency for every peer. Each round, one load
+# generator gives every peer but CHP LAT_DUR seconds in 200 ms turns (the order changing
+# every cycle), so a stretch of host stalls falls on each of them alike; CHP runs alone
+# before or after them (rotated), because at half its maximum its queue drains into the
+# next peer's turn on the shared proxy core.
 fig2() {
   local label=$1 path=$2 rate=$3 r p j h
   mkdir -p "$OUT/latency"
+  local turns=() alone=()
+  for p in "${PEERS[@]}"; do if [ "$p" = chp ]; then alone+=("$p"); else turns+=("$p"); fi; done
   for r in $(seq "$LAT_RUNS"); do
-    for p in $(rotated "$r" "${PEERS[@]}"); do
-      mapfile -t h < <(hdr_args "$p")
-      local pid=${P_PID[$p]:-} c0 raw=latency/$label-$p-$r.txt
-      c0=$(cpu_ticks "$pid")
-      j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" \
-          --conns "$CONNS" --raw "$OUT/$raw" 2>>"$OUT/loadgen.err")
-      [ -z "$j" ] || j=$(add_cpu "$(in_round "$j" "$r" "$raw")" "$pid" "$c0")
-      [ -n "$j" ] && record 2 "$label" "$p" latency "$j"
-      log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"$j") ms at $rate/s"
+    local step
+    for step in $( (( r % 2 )) && echo "turns alone" || echo "alone turns"); do
+      if [ "$step" = turns ] && [ "${#turns[@]}" -gt 0 ]; then
+        local args=()
+        for p in $(rotated "$r" "${turns[@]}"); do
+          args+=(--peer "$p=${P_BASE[$p]}$path")
+          mapfile -t h < <(hdr_args "$p" | grep -v '^-H$')
+          local x; for x in "${h[@]}"; do args+=(--peer-header "$p=$x"); done
+        done
+        j=$($PIN_LOAD "$LOADGEN" http-rate-turns "${args[@]}" --rate "$rate" --duration "$LAT_DUR" \
+            --conns "$CONNS" --raw-dir "$OUT/latency" --raw-prefix "$label-" --raw-suffix="-$r.txt" 2>>"$OUT/loadgen.err")
+        [ -n "$j" ] || note 2 "$label round $r: the load generator printed no result (loadgen.err)"
+        for p in "${turns[@]}"; do
+          local one; one=$(jq -c --arg p "$p" '.peers[$p] // empty' <<<"$j" 2>/dev/null)
+          [ -n "$one" ] && record 2 "$label" "$p" latency "$(in_round "$one" "$r" "latency/$label-$p-$r.txt")"
+          log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"${one:-null}") ms at $rate/s (in turns)"
+        done
+      elif [ "$step" = alone ]; then
+        for p in "${alone[@]}"; do
+          mapfile -t h < <(hdr_args "$p")
+          local raw=latency/$label-$p-$r.txt
+          j=$($PIN_LOAD "$LOADGEN" http-rate --url "${P_BASE[$p]}$path" "${h[@]}" --rate "$rate" --duration "$LAT_DUR" \
+              --conns "$CONNS" --raw "$OUT/$raw" 2>>"$OUT/loadgen.err")
+          [ -n "$j" ] && record 2 "$label" "$p" latency "$(in_round "$j" "$r" "$raw")"
+          log "fig2 $label $p run $r: p99 $(jq -r '.latency.p99_ms' <<<"${j:-null}") ms at $rate/s"
+        done
+      fi
     done
   done
 }

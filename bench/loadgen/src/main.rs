@@ -121,6 +121,36 @@ enum Cmd {
         #[arg(long)]
         raw: Option<std::path::PathBuf>,
     },
+    /// Fixed-rate HTTP GET load on several peers taking turns in short slices (each peer
+    /// at the full rate in its slices), so that a stretch of host stalls falls on every
+    /// peer alike; per peer the same JSON as `http-rate`, under `peers`.
+    HttpRateTurns {
+        /// `NAME=URL` of one peer (repeatable, at least one).
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+        /// `NAME=Header: value`: a header for that peer's requests (repeatable).
+        #[arg(long = "peer-header")]
+        peer_headers: Vec<String>,
+        #[arg(long)]
+        rate: f64,
+        /// Seconds of load per peer (the run lasts this times the number of peers).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Milliseconds of a peer's turn; each cycle of turns takes the next order of the
+        /// peers (all orders in turn), so none always follows the same one.
+        #[arg(long, default_value_t = 200)]
+        slice_ms: u64,
+        /// Connections per peer.
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        /// Also write each peer's latencies (µs, one per line) to DIR/<prefix><name><suffix>.
+        #[arg(long)]
+        raw_dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "")]
+        raw_prefix: String,
+        #[arg(long, default_value = ".txt")]
+        raw_suffix: String,
+    },
     /// Optionally run --exec (timed), then wait until <base>api/kernels answers 200,
     /// then (with --kernel) start a kernel and open its channels WebSocket.
     Ready {
@@ -287,7 +317,49 @@ async fn run(cmd: Cmd) -> Result<Value> {
             ws_idle(&url, &parse_headers(&common.headers)?, conns, &pids, rounds, settle).await
         }
         Cmd::HttpRate { url, common, rate, duration, conns, raw } => {
-            http_rate(&url, &parse_headers(&common.headers)?, rate, duration, conns, raw.as_deref()).await
+            let peer =
+                RatePeer { name: String::new(), uri: url.parse()?, headers: parse_headers(&common.headers)? };
+            let mut out = http_rate(vec![peer], rate, duration, None, conns).await?;
+            let (_, lat, j) = out.pop().expect("one peer");
+            if let Some(path) = raw {
+                write_raw(&path, &lat)?;
+            }
+            Ok(j)
+        }
+        Cmd::HttpRateTurns {
+            peers,
+            peer_headers,
+            rate,
+            duration,
+            slice_ms,
+            conns,
+            raw_dir,
+            raw_prefix,
+            raw_suffix,
+        } => {
+            let mut list = Vec::new();
+            for p in &peers {
+                let (name, url) =
+                    p.split_once('=').with_context(|| format!("--peer {p:?}: expected NAME=URL"))?;
+                let mine: Vec<String> = peer_headers
+                    .iter()
+                    .filter_map(|h| h.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+                    .collect();
+                list.push(RatePeer {
+                    name: name.to_string(),
+                    uri: url.parse()?,
+                    headers: parse_headers(&mine)?,
+                });
+            }
+            let slice = Duration::from_millis(slice_ms.max(1));
+            let mut by_peer = serde_json::Map::new();
+            for (name, lat, j) in http_rate(list, rate, duration, Some(slice), conns).await? {
+                if let Some(dir) = &raw_dir {
+                    write_raw(&dir.join(format!("{raw_prefix}{name}{raw_suffix}")), &lat)?;
+                }
+                by_peer.insert(name, j);
+            }
+            Ok(json!({"slice_ms": slice_ms, "peers": by_peer}))
         }
         Cmd::Ready { base, common, exec, kernel, timeout } => {
             let t0 = Instant::now();
@@ -964,27 +1036,89 @@ fn http_client(max_idle: usize) -> HttpClient {
     Client::builder(TokioExecutor::new()).pool_max_idle_per_host(max_idle).build(conn)
 }
 
+struct RatePeer {
+    name: String,
+    uri: http::Uri,
+    headers: HeaderMap,
+}
+
+fn write_raw(path: &std::path::Path, us: &[u64]) -> Result<()> {
+    let lines: String = us.iter().map(|us| format!("{us}\n")).collect();
+    std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The next order of `order` in lexicographic sequence, wrapping to the first:
+/// cycling through every order of the peers.
+fn next_order(order: &mut [usize]) {
+    let n = order.len();
+    let Some(i) = (1..n).rev().find(|&i| order[i - 1] < order[i]) else {
+        order.reverse();
+        return;
+    };
+    let j = (i..n).rev().find(|&j| order[j] > order[i - 1]).expect("order[i] qualifies");
+    order.swap(i - 1, j);
+    order[i..].reverse();
+}
+
+/// Which peer sends each of the `per_peer × n` requests: turns of `turn` each, the
+/// order of the peers changing every cycle when `reorder`.
+fn schedule(per_peer: u64, n: usize, interval: Duration, turn: Duration, reorder: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut cycle, mut sent_by) = (0u64, vec![0u64; n]);
+    let mut plan = Vec::with_capacity(per_peer as usize * n);
+    for i in 0..per_peer * n as u64 {
+        let k = (interval.mul_f64(i as f64).as_nanos() / turn.as_nanos()) as u64;
+        while k / n as u64 > cycle {
+            cycle += 1;
+            if reorder {
+                next_order(&mut order);
+                // No peer takes two turns in a row.
+                if plan.last() == Some(&order[0]) {
+                    order.rotate_left(1);
+                }
+            }
+        }
+        let mut who = order[(k % n as u64) as usize];
+        // Turns need not split the requests evenly at the end: give the rest to whoever
+        // is short, so every peer gets exactly `per_peer`.
+        if sent_by[who] >= per_peer {
+            who = (0..n).find(|&p| sent_by[p] < per_peer).expect("plan holds per_peer × n");
+        }
+        sent_by[who] += 1;
+        plan.push(who);
+    }
+    plan
+}
+
+/// Open-loop load at `rate` on every peer for `duration` seconds each; with `slice`,
+/// the peers take turns of that length (one at a time), else they run one after the
+/// other. Returns, per peer, its latencies (µs) and its JSON summary.
 async fn http_rate(
-    url: &str,
-    headers: &HeaderMap,
+    peers: Vec<RatePeer>,
     rate: f64,
     duration: f64,
+    slice: Option<Duration>,
     conns: usize,
-    raw: Option<&std::path::Path>,
-) -> Result<Value> {
-    let client = http_client(conns);
-    let uri: http::Uri = url.parse()?;
-    // Warm the connection pool a little (not measured).
-    for _ in 0..conns.min(8) {
-        let _ = send(&client, Method::GET, &uri.to_string(), headers, Bytes::new()).await;
+) -> Result<Vec<(String, Vec<u64>, Value)>> {
+    let n = peers.len();
+    let clients: Vec<HttpClient> = (0..n).map(|_| http_client(conns)).collect();
+    // Warm each peer's connection pool a little (not measured).
+    for (p, client) in peers.iter().zip(&clients) {
+        for _ in 0..conns.min(8) {
+            let _ = send(client, Method::GET, &p.uri.to_string(), &p.headers, Bytes::new()).await;
+        }
     }
-    let total = (rate * duration).round() as u64;
+    let per_peer = (rate * duration).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let sem = Arc::new(tokio::sync::Semaphore::new(conns));
+    // Without slices, one turn per peer covering all its requests.
+    let turn = slice.unwrap_or(interval.mul_f64(per_peer as f64)).max(interval);
+    let sems: Vec<_> = (0..n).map(|_| Arc::new(tokio::sync::Semaphore::new(conns))).collect();
     let start = Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let intended = start + interval.mul_f64(i as f64);
+    let mut tasks: Vec<Vec<_>> = (0..n).map(|_| Vec::with_capacity(per_peer as usize)).collect();
+    let plan = schedule(per_peer, n, interval, turn, slice.is_some());
+    for (i, &who) in plan.iter().enumerate() {
+        let offset = interval.mul_f64(i as f64);
+        let intended = start + offset;
         tokio::time::sleep_until(intended.into()).await;
         // tokio's timer wakes on whole milliseconds, so a request leaves up to ~1 ms after
         // its intended time whatever the peer; timed from intended, that lag is the same
@@ -992,8 +1126,9 @@ async fn http_rate(
         // So latency runs from when the request left the loop; waiting for one of the
         // `conns` connections still counts (the loop never waits on a response).
         let sent = Instant::now();
-        let (client, uri, headers, sem) = (client.clone(), uri.clone(), headers.clone(), sem.clone());
-        tasks.push(tokio::spawn(async move {
+        let (client, uri, headers, sem) =
+            (clients[who].clone(), peers[who].uri.clone(), peers[who].headers.clone(), sems[who].clone());
+        tasks[who].push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await;
             let mut req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
             *req.headers_mut() = headers;
@@ -1014,28 +1149,34 @@ async fn http_rate(
             }
         }));
     }
-    let mut both = Vec::with_capacity(tasks.len());
-    let (mut errors, mut first_error) = (0u64, None);
-    for t in tasks {
-        match t.await? {
-            Ok(pair) => both.push(pair),
-            Err(e) => {
-                errors += 1;
-                first_error.get_or_insert(e);
+    let mut out = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    for peer_tasks in tasks {
+        let mut both = Vec::with_capacity(peer_tasks.len());
+        let (mut errors, mut first_error) = (0u64, None);
+        for t in peer_tasks {
+            match t.await? {
+                Ok(pair) => both.push(pair),
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        results.push((both, errors, first_error));
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let (lat, from_intended): (Vec<u64>, Vec<u64>) = both.into_iter().unzip();
-    if let Some(path) = raw {
-        let lines: String = lat.iter().map(|us| format!("{us}\n")).collect();
-        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    // Each peer had 1/n of the time.
+    let elapsed = start.elapsed().as_secs_f64() / n as f64;
+    for (p, (both, errors, first_error)) in peers.into_iter().zip(results) {
+        let (lat, from_intended): (Vec<u64>, Vec<u64>) = both.into_iter().unzip();
+        let j = json!({
+            "rate": rate, "requests": per_peer, "errors": errors, "first_error": first_error,
+            "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat.clone()),
+            "latency_from_intended": summary(from_intended), "conns": conns,
+        });
+        out.push((p.name, lat, j));
     }
-    Ok(json!({
-        "rate": rate, "requests": total, "errors": errors, "first_error": first_error,
-        "achieved_rate": lat.len() as f64 / elapsed, "latency": summary(lat),
-        "latency_from_intended": summary(from_intended), "conns": conns,
-    }))
+    Ok(out)
 }
 
 struct Resp {
@@ -1381,4 +1522,40 @@ async fn hub_login(
         results.push(t.await.map_err(anyhow::Error::from).and_then(|r| r));
     }
     Ok(burst_summary(results, t_all.elapsed(), if kernel { "kernel_ws_ms" } else { "api_kernels_ms" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_cycle_through_every_permutation() {
+        let mut o = vec![0, 1, 2];
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(o.clone());
+            next_order(&mut o);
+        }
+        assert_eq!(seen.len(), 6);
+        assert_eq!(o, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn turns_give_every_peer_its_share_in_slices_and_vary_who_follows_whom() {
+        let ms = Duration::from_millis;
+        let plan = schedule(3000, 3, ms(1), ms(200), true);
+        for p in 0..3 {
+            assert_eq!(plan.iter().filter(|&&w| w == p).count(), 3000);
+        }
+        // Runs of one peer are whole 200 ms turns.
+        let runs: Vec<(usize, usize)> = plan.chunk_by(|a, b| a == b).map(|c| (c[0], c.len())).collect();
+        assert!(runs.iter().all(|&(_, len)| len == 200), "{runs:?}");
+        // Every peer follows each of the others at some point.
+        let follows: std::collections::BTreeSet<(usize, usize)> =
+            runs.windows(2).map(|w| (w[0].0, w[1].0)).collect();
+        assert_eq!(follows.len(), 6, "{follows:?}");
+        // Without turns: one peer after the other.
+        let plain = schedule(10, 2, ms(1), ms(10), false);
+        assert_eq!(plain, [vec![0; 10], vec![1; 10]].concat());
+    }
 }
