@@ -84,8 +84,9 @@ struct Idle {
     spares: Spares,
 }
 
-/// Most idle connections a route keeps for browser connections to come: about
-/// what a few tabs of one user open.
+/// Most idle connections a route keeps for browser connections to come. A
+/// browser keeps at most six to a host, whatever its tabs; 16 covers a user's
+/// two or three browsers, for 16 descriptors a route at most.
 const SPARES: usize = 16;
 
 /// A route's idle plain connections, left by browser connections that ended.
