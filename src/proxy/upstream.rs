@@ -597,15 +597,29 @@ mod tests {
         addr: SocketAddr,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, HeaderMap, String), String> {
-        let resp = upstream.send(addr, &Spares::default(), req).await.map_err(|e| e.to_string())?;
+        request_via(upstream, addr, &Spares::default(), req).await
+    }
+
+    /// `request` with a route's spares.
+    async fn request_via(
+        upstream: &Upstream<Full<Bytes>>,
+        addr: SocketAddr,
+        spares: &Spares,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, String), String> {
+        let resp = upstream.send(addr, spares, req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap()))
     }
 
     async fn get(upstream: &Upstream<Full<Bytes>>, addr: SocketAddr) -> String {
+        get_via(upstream, addr, &Spares::default()).await
+    }
+
+    async fn get_via(upstream: &Upstream<Full<Bytes>>, addr: SocketAddr, spares: &Spares) -> String {
         let req = Request::get("/api/status").body(Full::default()).unwrap();
-        request(upstream, addr, req).await.expect("the request is answered").2
+        request_via(upstream, addr, spares, req).await.expect("the request is answered").2
     }
 
     #[tokio::test]
@@ -616,12 +630,6 @@ mod tests {
             assert_eq!(get(&upstream, addr).await, format!("conn 1 req {nth}"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    }
-
-    async fn get_via(upstream: &Upstream<Full<Bytes>>, addr: SocketAddr, spares: &Spares) -> String {
-        let req = Request::get("/api/status").body(Full::default()).unwrap();
-        let resp = upstream.send(addr, spares, req).await.expect("the request is answered");
-        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
     #[tokio::test]
