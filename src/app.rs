@@ -355,6 +355,7 @@ fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 
 /// `nbgate serve`.
 pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    raise_nofile();
     let server = Server::build(config).await?;
     let addr = server.local_addr();
     tracing::info!(%addr, "nbgate listening");
@@ -364,6 +365,47 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     server.run_until(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raise the open-files soft limit to the hard one. Each browser connection,
+/// WebSocket and its upstream holds a descriptor: a room of 100 passes a shell's
+/// usual 1,024 (the hard limit is what the operator allowed; systemd's unit sets
+/// both). Returns the soft limit now in force.
+pub fn raise_nofile() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one (the kernel caps it at
+    // fs.nr_open): leave that case as it is.
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+        if soft < hard {
+            limit.current = Some(hard);
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+                Err(e) => {
+                    tracing::warn!(error = %e, soft, "could not raise the open-files limit");
+                    return Some(soft);
+                }
+            }
+        }
+    }
+    limit.current
+}
+
+#[cfg(test)]
+mod nofile_tests {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    /// nextest runs each test in its own process: lowering this one's limit
+    /// touches no other test.
+    #[test]
+    fn raises_the_soft_open_files_limit_to_the_hard_one() {
+        // Lowering both limits is always allowed; 4,096 stays below any sane hard one.
+        let hard = getrlimit(Resource::Nofile).maximum.map_or(4096, |h| h.min(4096));
+        assert!(hard > 256, "hard open-files limit {hard} leaves nothing to raise");
+        setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: Some(hard) }).unwrap();
+        assert_eq!(super::raise_nofile(), Some(hard));
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+    }
 }
 
 /// SIGTERM or SIGINT.
