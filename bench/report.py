@@ -614,12 +614,27 @@ for row in fig["rows"]:
     elif row["who"] == "nbgate":
         add_ratio(fig, f"burst {row['burst']}, pool {row['pool']}: errors", row["errors"], "0",
                   check(row["errors"], "<=", 0))
+def busy_share(v):
+    """Share of all cores busy over a window recorded with its seconds and core_busy_s."""
+    secs, b = dig(v, "seconds"), dig(v, "core_busy_s")
+    return b / (secs * host["cores"]) if secs and b is not None and host.get("cores") else None
+
+
+def window(v):
+    """A refill window's seconds and its cores' busy share as a sentence's tail."""
+    busy = busy_share(v)
+    return f"{fmt(dig(v, 'seconds'))} s" + (f" ({fmt(100 * busy)} % of the cores busy)" if busy is not None else "")
+
+
 for (f, up, peer, metric), vals in sorted(by.items()):
     if f == "6" and peer == "nbgate" and metric.startswith("refill_"):
         n = metric.split("_")[1]
-        refill = med(vals)
-        raw = med([dig(v, "seconds") for v in by.get(("6", "jupyter", "raw-docker", f"parallel_{n}"), [])])
-        P(f"- refill of {n}: nbgate {fmt(refill)} s; raw parallel `docker run` of {n} until ready: {fmt(raw)} s")
+        refill = med([dig(v, "seconds") for v in vals])
+        raws = by.get(("6", "jupyter", "raw-docker", f"parallel_{n}"), [])
+        raw = med([dig(v, "seconds") for v in raws])
+        P(f"- refill of {n} (a pool of {n} taken by {n} visits without kernels, until it is back to {n}; "
+          f"both sides without the spare kernel): nbgate {window(vals[0])}; raw parallel `docker run` "
+          f"of {n} until ready: {window(raws[0]) if raws else 'n/a'}")
         r = ratio(raw, refill)
         add_ratio(fig, f"refill speed of {n}: nbgate ÷ raw parallel create+start", r, "≥ 0.9", check(r, ">=", 0.9))
         fig["rows"].append({"refill": int(n), "nbgate_s": refill, "raw_parallel_s": raw})
