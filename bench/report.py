@@ -880,12 +880,13 @@ if any(f == "logins" for (f, *_rest) in by) or any(x["figure"] == "logins" for x
     eff = (n * t_b / posts) if (n and t_b and posts) else None
     gw = v.get("gateway") or {}
     P(f"bcrypt: the gateway's Hasher runs at most **{fmt(bound)}** hashes at once (a semaphore sized to the CPUs "
-      f"the process may use, `src/auth/password.rs`). One cost-10 verify takes {fmt(t_b)} ms here; {n} of them "
-      f"in {fmt(posts)} ms is an effective {fmt(eff)} at once. Gateway threads at most {fmt(gw.get('threads_max'))}, "
-      f"RSS peak {fmt((gw.get('rss_max_kib') or 0) / 1024 or None)} MiB, {fmt(gw.get('cores_used'), 2)} cores used on "
-      f"average from the first POST to the last answer. On 2 cores the bound equals the cores, so "
-      "the effective figure cannot exceed it either way; what the bound buys shows in the running user's latency "
-      "and the thread count (tokio's blocking pool would otherwise grow a thread per waiting login).")
+      f"the process may use less one, at least one: `hashes_at_once` in `src/auth/password.rs`). One cost-10 verify "
+      f"takes {fmt(t_b)} ms here; {n} of them in {fmt(posts)} ms is an effective {fmt(eff)} at once. Gateway threads "
+      f"at most {fmt(gw.get('threads_max'))}, RSS peak {fmt((gw.get('rss_max_kib') or 0) / 1024 or None)} MiB, "
+      f"{fmt(gw.get('cores_used'), 2)} cores used on average from the first POST to the last answer. The core left "
+      "free of bcrypt shows in the running user's latency (a niced hash still holds its core for a scheduler slice "
+      "before a woken proxy thread gets it), the bound in the thread count (tokio's blocking pool would otherwise "
+      "grow a thread per waiting login).")
     P("")
     fig["rows"].append({"storm": v, "settings": st, "register": reg, "bcrypt_cost10": bc, "bcrypt_bound": bound,
                         "effective_bcrypt_concurrency": eff, "metrics": met})
@@ -907,7 +908,7 @@ if any(f == "logins" for (f, *_rest) in by) or any(x["figure"] == "logins" for x
     stable("", r)
     add_ratio(fig, "effective bcrypt concurrency ÷ the bound", ratio(eff, bound), "≤ 1 (bounded)",
               check(ratio(eff, bound), "<=", 1.05))
-    # On 2 cores the cores bound the effective figure anyway; the thread count is what
+    # The cores bound the effective figure too (on 2 cores, 1 above it); the thread count is what
     # shows an unbounded hasher (tokio's blocking pool: a thread per waiting login; 211
     # with the semaphore removed, checked by hand; 14-15 with it).
     add_ratio(fig, "gateway threads at most", gw.get("threads_max"), f"≤ {MAX_STORM_THREADS}",

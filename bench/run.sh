@@ -1158,7 +1158,8 @@ phase_logins() {
   sleep 3
   local bc; bc=$($LOADGEN bcrypt-time --cost 10 --n 5 2>>"$OUT/loadgen.err")
   record logins - bcrypt cost10 "${bc:-null}"
-  local bound; bound=$(cpus_of "$NB_PID")
+  # The Hasher's bound (src/auth/password.rs, hashes_at_once): the CPUs it may use, less one.
+  local bound; bound=$(cpus_of "$NB_PID"); bound=$(( bound > 1 ? bound - 1 : 1 ))
   record logins jupyter nbgate bcrypt_bound "$bound"
   log "logins: $n logins at once (cap $cap, pool $pool; bcrypt cost 10 $(jq -r .median_ms <<<"$bc") ms, at most $bound at once)"
   j=$($LOADGEN login-storm --gateway "$NB_URL" --prefix user --n "$n" --password "$pw" --runner runner0 \
