@@ -391,6 +391,16 @@ pub fn raise_nofile() -> Option<u64> {
     limit.current
 }
 
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
 #[cfg(test)]
 mod nofile_tests {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -405,15 +415,5 @@ mod nofile_tests {
         setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: Some(hard) }).unwrap();
         assert_eq!(super::raise_nofile(), Some(hard));
         assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
-    }
-}
-
-/// SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
     }
 }
