@@ -370,25 +370,20 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 /// Raise the open-files soft limit to the hard one. Each browser connection,
 /// WebSocket and its upstream holds a descriptor: a room of 100 passes a shell's
 /// usual 1,024 (the hard limit is what the operator allowed; systemd's unit sets
-/// both). Returns the soft limit now in force.
-pub fn raise_nofile() -> Option<u64> {
+/// both).
+fn raise_nofile() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);
     // An unlimited hard limit cannot be the soft one (the kernel caps it at
     // fs.nr_open): leave that case as it is.
-    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
-        if soft < hard {
-            limit.current = Some(hard);
-            match setrlimit(Resource::Nofile, limit) {
-                Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
-                Err(e) => {
-                    tracing::warn!(error = %e, soft, "could not raise the open-files limit");
-                    return Some(soft);
-                }
-            }
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else { return };
+    if soft < hard {
+        limit.current = Some(hard);
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open-files limit"),
         }
     }
-    limit.current
 }
 
 /// SIGTERM or SIGINT.
@@ -413,7 +408,7 @@ mod nofile_tests {
         let hard = getrlimit(Resource::Nofile).maximum.map_or(4096, |h| h.min(4096));
         assert!(hard > 256, "hard open-files limit {hard} leaves nothing to raise");
         setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: Some(hard) }).unwrap();
-        assert_eq!(super::raise_nofile(), Some(hard));
+        super::raise_nofile();
         assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
     }
 }

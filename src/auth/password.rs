@@ -153,7 +153,7 @@ fn yielding<T>(work: impl FnOnce() -> T) -> T {
 /// notebook server gets it; with every core hashing through a login storm, that
 /// wait landed on each hop of a running user's requests (p50 ×1.5–1.8 on 2
 /// cores, bench figure 9). One core stays free of bcrypt.
-pub fn hashes_at_once() -> usize {
+fn hashes_at_once() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     cores.saturating_sub(1).max(1)
 }
